@@ -1,0 +1,133 @@
+//! ClusterSmtpRelay: like SmtpRelay, plus the cluster default-relay claim.
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::relay::{Desired, RelayRef, evaluate, merge_conditions, reasons, types};
+use super::source::KubeSource;
+use super::{Context, Error, apply_status, error_action, jittered, publish};
+use crate::api::{ClusterSmtpRelay, ConditionStatus, SmtpRelayStatus};
+
+/// Which default claim is honoured: the oldest claimer (then the smallest name).
+/// Returns the DefaultRelay condition for `me`, or None when it makes no claim.
+pub fn default_claim(me: &ClusterSmtpRelay, all: &[Arc<ClusterSmtpRelay>]) -> Option<Desired> {
+    if !me.spec.default {
+        return None;
+    }
+    let key = |r: &ClusterSmtpRelay| {
+        (
+            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            r.name_any(),
+        )
+    };
+    let winner = all
+        .iter()
+        .filter(|r| r.spec.default && r.metadata.deletion_timestamp.is_none())
+        .map(|r| r.as_ref())
+        .chain(std::iter::once(me))
+        .min_by_key(|r| key(r))?;
+    let others: Vec<String> = all
+        .iter()
+        .filter(|r| r.spec.default && r.name_any() != me.name_any())
+        .map(|r| r.name_any())
+        .collect();
+    Some(if winner.name_any() == me.name_any() {
+        Desired {
+            type_: types::DEFAULT_RELAY,
+            status: ConditionStatus::True,
+            reason: reasons::HONOURED.into(),
+            message: if others.is_empty() {
+                "this relay is the cluster's default".into()
+            } else {
+                format!(
+                    "this relay is the cluster's default; ignored claims: {}",
+                    others.join(", ")
+                )
+            },
+        }
+    } else {
+        Desired {
+            type_: types::DEFAULT_RELAY,
+            status: ConditionStatus::False,
+            reason: reasons::DEFAULT_CONFLICT.into(),
+            message: format!(
+                "{} also claims to be the default and is older; only one default is honoured",
+                winner.name_any()
+            ),
+        }
+    })
+}
+
+/// Put the DefaultRelay condition (or its absence) into a status.
+pub fn with_default_claim(
+    mut status: SmtpRelayStatus,
+    claim: Option<Desired>,
+    generation: Option<i64>,
+) -> SmtpRelayStatus {
+    let previous = std::mem::take(&mut status.conditions);
+    let (default, mut rest): (Vec<_>, Vec<_>) = previous
+        .into_iter()
+        .partition(|c| c.type_ == types::DEFAULT_RELAY);
+    if let Some(claim) = claim {
+        let now = jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .to_string();
+        let merged = merge_conditions(&default, vec![claim], generation, &now);
+        // Keep Ready last, as kubectl readers expect the summary at the end.
+        let at = rest
+            .iter()
+            .position(|c| c.type_ == types::READY)
+            .unwrap_or(rest.len());
+        rest.splice(at..at, merged);
+    }
+    status.conditions = rest;
+    status
+}
+
+pub async fn reconcile(relay: Arc<ClusterSmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument as _;
+    let name = relay.name_any();
+    let span = tracing::info_span!("reconcile", kind = "ClusterSmtpRelay", %name);
+    reconcile_in_span(relay, ctx, name).instrument(span).await
+}
+
+async fn reconcile_in_span(
+    relay: Arc<ClusterSmtpRelay>,
+    ctx: Arc<Context>,
+    name: String,
+) -> Result<Action, Error> {
+    let relay_ref = RelayRef {
+        kind: "ClusterSmtpRelay",
+        namespace: None,
+        name: &name,
+        generation: relay.metadata.generation,
+        spec: &relay.spec.relay,
+        status: relay.status.as_ref(),
+        default_namespace: &ctx.settings.operator_namespace,
+    };
+    let source = KubeSource {
+        client: ctx.client.clone(),
+    };
+    let eval = evaluate(&relay_ref, &source, &ctx.limiter, false).await;
+    let claim = default_claim(&relay, &ctx.cluster_relays.state());
+    let base = eval.status.clone().or_else(|| relay.status.clone());
+    if let Some(base) = base {
+        let status = with_default_claim(base, claim, relay.metadata.generation);
+        if Some(&status) != relay.status.as_ref() {
+            let api: Api<ClusterSmtpRelay> = Api::all(ctx.client.clone());
+            apply_status(&api, &name, &status).await?;
+            tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
+        }
+    }
+    if let Some(t) = &eval.transition {
+        publish(&ctx, relay.as_ref(), t).await;
+    }
+    Ok(Action::requeue(jittered(eval.requeue)))
+}
+
+pub fn error_policy(_relay: Arc<ClusterSmtpRelay>, error: &Error, _ctx: Arc<Context>) -> Action {
+    error_action(error)
+}

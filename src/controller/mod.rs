@@ -1,0 +1,289 @@
+//! The controllers: one file per kind (observe → decide → apply), shared pieces here.
+
+pub mod cluster_smtp_relay;
+pub mod relay;
+pub mod smtp_relay;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+
+use crate::api::{ClusterSmtpRelay, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus};
+use crate::smtp::HostLimiter;
+use relay::Transition;
+
+/// Field manager for every write the operator makes.
+pub const MANAGER: &str = "smtp-relay-operator";
+
+/// Errors of a reconcile. They never carry secret material.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("object has no {0}")]
+    Missing(&'static str),
+}
+
+/// Settings of a running operator.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace for ClusterSmtpRelay references without one.
+    pub operator_namespace: String,
+    /// Concurrent SMTP sessions per relay host.
+    pub sessions_per_host: usize,
+    /// Concurrent reconciles per kind.
+    pub concurrency: u16,
+}
+
+/// Shared by all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub limiter: HostLimiter,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    /// All ClusterSmtpRelays, to decide which default claim is honoured.
+    pub cluster_relays: Store<ClusterSmtpRelay>,
+}
+
+/// Write a relay's status with server-side apply (the operator owns `.status`).
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &SmtpRelayStatus) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    #[derive(Serialize, Debug)]
+    struct StatusPatch<'a> {
+        #[serde(rename = "apiVersion")]
+        api_version: String,
+        kind: String,
+        status: &'a SmtpRelayStatus,
+    }
+    let patch = StatusPatch {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        status,
+    };
+    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+        .map_err(Error::Status)
+}
+
+/// Publish an event for a Ready transition. Failure to publish is logged, not fatal.
+pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, t: &Transition) {
+    let event = Event {
+        type_: if t.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: t.reason.clone(),
+        note: Some(t.note.chars().take(1000).collect()),
+        action: "Verify".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+/// Requeue with ±10% jitter so relays created together do not verify in lockstep.
+pub fn jittered(d: Duration) -> Duration {
+    use rand::Rng as _;
+    let factor: f64 = rand::rng().random_range(0.9..1.1);
+    d.mul_f64(factor).max(Duration::from_secs(1))
+}
+
+/// Does this relay spec reference the Secret (or ConfigMap) `namespace/name`?
+pub fn references(
+    spec: &SmtpRelaySpec,
+    own_namespace: Option<&str>,
+    default_namespace: &str,
+    kind: crate::api::CaBundleKind,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    let ns_of = |explicit: Option<&String>| -> String {
+        own_namespace
+            .map(str::to_string)
+            .or_else(|| explicit.cloned())
+            .unwrap_or_else(|| default_namespace.to_string())
+    };
+    let creds = kind == crate::api::CaBundleKind::Secret
+        && spec.auth.as_ref().is_some_and(|a| {
+            a.credentials_secret_ref.name == name
+                && ns_of(a.credentials_secret_ref.namespace.as_ref()) == namespace
+        });
+    let ca = spec.tls.ca_bundle_ref.as_ref().is_some_and(|c| {
+        c.kind == kind && c.name == name && ns_of(c.namespace.as_ref()) == namespace
+    });
+    creds || ca
+}
+
+/// Both relay kinds, as the Secret mapper sees them.
+pub trait RelayKind: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
+    fn relay_spec(&self) -> &SmtpRelaySpec;
+}
+
+impl RelayKind for SmtpRelay {
+    fn relay_spec(&self) -> &SmtpRelaySpec {
+        &self.spec
+    }
+}
+
+impl RelayKind for ClusterSmtpRelay {
+    fn relay_spec(&self) -> &SmtpRelaySpec {
+        &self.spec.relay
+    }
+}
+
+/// Map a Secret/ConfigMap event to the relays (of one kind) that reference it.
+fn referencing<R: RelayKind, M: Resource>(
+    store: Store<R>,
+    kind: crate::api::CaBundleKind,
+    default_ns: String,
+) -> impl Fn(PartialObjectMeta<M>) -> Vec<ObjectRef<R>> + Send + Sync + 'static {
+    move |obj| {
+        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        store
+            .state()
+            .into_iter()
+            .filter(|r| {
+                references(
+                    r.relay_spec(),
+                    r.namespace().as_deref(),
+                    &default_ns,
+                    kind,
+                    &ns,
+                    &name,
+                )
+            })
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect()
+    }
+}
+
+/// Run both relay controllers until a shutdown signal.
+pub async fn run(client: Client, settings: Settings, reporter: Reporter) {
+    let relays: Api<SmtpRelay> = Api::all(client.clone());
+    let cluster_relays: Api<ClusterSmtpRelay> = Api::all(client.clone());
+    let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
+    let config_maps: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
+
+    let relay_controller = Controller::new(relays, watcher::Config::default().any_semantic());
+    let cluster_controller =
+        Controller::new(cluster_relays.clone(), watcher::Config::default().any_semantic());
+    let relay_store = relay_controller.store();
+    let cluster_store = cluster_controller.store();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        limiter: HostLimiter::new(settings.sessions_per_host),
+        recorder: Recorder::new(client.clone(), reporter),
+        cluster_relays: cluster_store.clone(),
+        settings: settings.clone(),
+    });
+    let controller_config =
+        kube::runtime::controller::Config::default().concurrency(settings.concurrency);
+
+    // Secrets and ConfigMaps are watched as metadata only and never stored: an event
+    // maps to the relays that reference the object, then is dropped. Memory does not
+    // grow with unrelated Secrets.
+    let meta_config = watcher::Config::default().any_semantic();
+    let secret_events = || watcher(secrets.clone(), meta_config.clone()).touched_objects();
+    let cm_events = || watcher(config_maps.clone(), meta_config.clone()).touched_objects();
+    let default_ns = settings.operator_namespace.clone();
+    use crate::api::CaBundleKind::{ConfigMap as CmKind, Secret as SecretKind};
+
+    let relay_run = relay_controller
+        .with_config(controller_config.clone())
+        .watches_stream(
+            secret_events(),
+            referencing(relay_store.clone(), SecretKind, default_ns.clone()),
+        )
+        .watches_stream(
+            cm_events(),
+            referencing(relay_store, CmKind, default_ns.clone()),
+        )
+        .graceful_shutdown_on(shutdown_signal())
+        .run(smtp_relay::reconcile, smtp_relay::error_policy, Arc::clone(&ctx))
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "SmtpRelay reconcile");
+            }
+        });
+
+    // A change of any ClusterSmtpRelay's default claim re-decides every claimer.
+    let claimers = cluster_store.clone();
+    let cluster_run = cluster_controller
+        .with_config(controller_config)
+        .watches_stream(
+            secret_events(),
+            referencing(cluster_store.clone(), SecretKind, default_ns.clone()),
+        )
+        .watches_stream(
+            cm_events(),
+            referencing(cluster_store.clone(), CmKind, default_ns),
+        )
+        .watches(cluster_relays, watcher::Config::default(), move |_changed| {
+            claimers
+                .state()
+                .into_iter()
+                .filter(|r| r.spec.default)
+                .map(|r| ObjectRef::from_obj(&*r))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown_signal())
+        .run(
+            cluster_smtp_relay::reconcile,
+            cluster_smtp_relay::error_policy,
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "ClusterSmtpRelay reconcile");
+            }
+        });
+
+    futures::join!(relay_run, cluster_run);
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Requeue policy after a reconcile error (API trouble, not relay trouble).
+pub fn error_action(error: &Error) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying in 15s");
+    Action::requeue(Duration::from_secs(15))
+}

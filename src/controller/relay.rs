@@ -1,0 +1,805 @@
+//! Shared logic of SmtpRelay and ClusterSmtpRelay: observe (resolve Secrets),
+//! verify (one SMTP session), decide (pure: facts → status and event).
+//!
+//! The offline `verify` command runs [`evaluate`] with a file-backed [`Source`];
+//! the controller runs it with the API server behind the same trait.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::{
+    AuthMechanismSpec, CaBundleKind, Condition, ConditionStatus, LastVerification, ServerStatus,
+    SmtpRelaySpec, SmtpRelayStatus, TlsMode,
+};
+use crate::smtp::{self, HostLimiter, Outcome, Step};
+
+/// Condition types, in the order they are written.
+pub mod types {
+    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    pub const CONNECTED: &str = "Connected";
+    pub const SECURE_TRANSPORT: &str = "SecureTransport";
+    pub const AUTHENTICATED: &str = "Authenticated";
+    pub const TEST_MESSAGE_ACCEPTED: &str = "TestMessageAccepted";
+    pub const DEFAULT_RELAY: &str = "DefaultRelay";
+    pub const READY: &str = "Ready";
+}
+
+/// Reasons that are not SMTP failures (those come from [`FailureReason`]).
+pub mod reasons {
+    pub const VERIFIED: &str = "Verified";
+    pub const RESOLVED: &str = "Resolved";
+    pub const NOT_REQUIRED: &str = "NotRequired";
+    pub const NOT_ATTEMPTED: &str = "NotAttempted";
+    pub const CONNECTED: &str = "Connected";
+    pub const TLS_ESTABLISHED: &str = "TlsEstablished";
+    pub const TLS_DISABLED: &str = "TlsDisabled";
+    pub const CERTIFICATE_NOT_VERIFIED: &str = "CertificateNotVerified";
+    pub const AUTHENTICATED: &str = "Authenticated";
+    pub const ACCEPTED: &str = "Accepted";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
+    pub const CA_BUNDLE_NOT_FOUND: &str = "CaBundleNotFound";
+    pub const CA_BUNDLE_INVALID: &str = "CaBundleInvalid";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const HONOURED: &str = "Honoured";
+    pub const DEFAULT_CONFLICT: &str = "DefaultConflict";
+}
+
+/// A Secret or ConfigMap's data, as the observe step sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Fetched {
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// resourceVersion; empty when read from a file.
+    pub version: String,
+}
+
+/// Why an input could not be read (other than "it does not exist").
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the operator is not allowed to read {0}")]
+    Forbidden(String),
+    #[error("reading {what}: {message}")]
+    Other { what: String, message: String },
+}
+
+/// Where Secrets and ConfigMaps come from: the API server, or manifest files.
+pub trait Source {
+    fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Fetched>, SourceError>> + Send;
+    fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Fetched>, SourceError>> + Send;
+}
+
+/// Which relay is being evaluated.
+#[derive(Clone, Debug)]
+pub struct RelayRef<'a> {
+    /// "SmtpRelay" or "ClusterSmtpRelay".
+    pub kind: &'static str,
+    /// Object namespace (SmtpRelay) — None for ClusterSmtpRelay.
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a SmtpRelaySpec,
+    pub status: Option<&'a SmtpRelayStatus>,
+    /// Namespace for ClusterSmtpRelay references without one (the operator's).
+    pub default_namespace: &'a str,
+}
+
+impl RelayRef<'_> {
+    pub fn label(&self) -> String {
+        match self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+
+    /// Namespace a reference resolves in: a SmtpRelay always reads its own.
+    fn ref_namespace<'b>(&'b self, explicit: Option<&'b str>) -> &'b str {
+        match self.namespace {
+            Some(own) => own,
+            None => explicit.unwrap_or(self.default_namespace),
+        }
+    }
+}
+
+/// A problem with the inputs that prevents a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputProblem {
+    /// Which condition reports it (CredentialsResolved, SecureTransport or Ready).
+    pub condition: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The resolved session target and the versions of the inputs it came from.
+#[derive(Debug)]
+pub struct Resolved {
+    pub target: smtp::Target,
+    pub inputs: String,
+}
+
+/// Parse a Go duration as the API server does (`1h30m`, `90s`).
+pub fn parse_duration(field: &str, value: &str) -> Result<Duration, InputProblem> {
+    let invalid = |why: String| InputProblem {
+        condition: types::READY,
+        reason: reasons::INVALID_SPEC,
+        message: format!("{field} {value:?} is not a valid duration: {why}"),
+    };
+    let d = kube::core::Duration::from_str(value).map_err(|e| invalid(e.to_string()))?;
+    if d.is_negative() {
+        return Err(invalid("negative".into()));
+    }
+    Ok(d.into())
+}
+
+/// Interval and timeout, validated (the CRD enforces the same bounds at apply time).
+pub fn schedule(spec: &SmtpRelaySpec) -> Result<(Duration, Duration), InputProblem> {
+    let interval = parse_duration("verification.interval", &spec.verification.interval)?;
+    let timeout = parse_duration("verification.timeout", &spec.verification.timeout)?;
+    if interval < Duration::from_secs(60) {
+        return Err(InputProblem {
+            condition: types::READY,
+            reason: reasons::INVALID_SPEC,
+            message: "verification.interval must be at least 1m".into(),
+        });
+    }
+    if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(300) {
+        return Err(InputProblem {
+            condition: types::READY,
+            reason: reasons::INVALID_SPEC,
+            message: "verification.timeout must be between 1s and 5m".into(),
+        });
+    }
+    Ok((interval, timeout))
+}
+
+/// The port used: spec.port or the mode's conventional port.
+pub fn effective_port(spec: &SmtpRelaySpec) -> Result<u16, InputProblem> {
+    match spec.port {
+        None => Ok(spec.tls.mode.default_port()),
+        Some(p) => u16::try_from(p).ok().filter(|p| *p != 0).ok_or(InputProblem {
+            condition: types::READY,
+            reason: reasons::INVALID_SPEC,
+            message: format!("port {p} is out of range 1-65535"),
+        }),
+    }
+}
+
+/// Observe: read the Secret and CA bundle a relay references and build the target.
+pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resolved, InputProblem> {
+    let spec = relay.spec;
+    let (_, timeout) = schedule(spec)?;
+    let port = effective_port(spec)?;
+    if relay.namespace.is_some() {
+        let cross_ns = spec
+            .auth
+            .as_ref()
+            .and_then(|a| a.credentials_secret_ref.namespace.as_ref())
+            .or(spec.tls.ca_bundle_ref.as_ref().and_then(|c| c.namespace.as_ref()));
+        if cross_ns.is_some() {
+            return Err(InputProblem {
+                condition: types::READY,
+                reason: reasons::INVALID_SPEC,
+                message: "a SmtpRelay can only reference Secrets and ConfigMaps in its own namespace; use a ClusterSmtpRelay".into(),
+            });
+        }
+    }
+    let mut versions = vec![format!("g{}", relay.generation.unwrap_or(0))];
+
+    let credentials = match &spec.auth {
+        None => None,
+        Some(auth) => {
+            let r = &auth.credentials_secret_ref;
+            let ns = relay.ref_namespace(r.namespace.as_deref());
+            let what = format!("Secret {ns}/{}", r.name);
+            let secret = source.secret(ns, &r.name).await.map_err(|e| InputProblem {
+                condition: types::CREDENTIALS_RESOLVED,
+                reason: match e {
+                    SourceError::Forbidden(_) => reasons::SECRET_FORBIDDEN,
+                    SourceError::Other { .. } => reasons::SECRET_NOT_FOUND,
+                },
+                message: e.to_string(),
+            })?;
+            let secret = secret.ok_or_else(|| InputProblem {
+                condition: types::CREDENTIALS_RESOLVED,
+                reason: reasons::SECRET_NOT_FOUND,
+                message: format!("{what} does not exist"),
+            })?;
+            let key = |k: &str| -> Result<String, InputProblem> {
+                let bytes = secret.data.get(k).ok_or_else(|| InputProblem {
+                    condition: types::CREDENTIALS_RESOLVED,
+                    reason: reasons::SECRET_KEY_MISSING,
+                    message: format!(
+                        "{what} has no key {k:?} (keys: {})",
+                        secret.data.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                })?;
+                String::from_utf8(bytes.clone()).map_err(|_| InputProblem {
+                    condition: types::CREDENTIALS_RESOLVED,
+                    reason: reasons::SECRET_KEY_MISSING,
+                    message: format!("{what} key {k:?} is not UTF-8 text"),
+                })
+            };
+            let username = key(&r.username_key)?;
+            let password = key(&r.password_key)?;
+            versions.push(format!("s{}", secret.version));
+            Some(smtp::Credentials {
+                mechanism: match auth.mechanism {
+                    AuthMechanismSpec::Plain => smtp::AuthMechanism::Plain,
+                    AuthMechanismSpec::Login => smtp::AuthMechanism::Login,
+                },
+                username,
+                password: smtp::Password::new(password),
+            })
+        }
+    };
+
+    let ca_bundle_pem = match &spec.tls.ca_bundle_ref {
+        None => None,
+        Some(ca) => {
+            let ns = relay.ref_namespace(ca.namespace.as_deref());
+            let what = format!("{:?} {ns}/{}", ca.kind, ca.name);
+            let problem = |reason, message| InputProblem {
+                condition: types::SECURE_TRANSPORT,
+                reason,
+                message,
+            };
+            let fetched = match ca.kind {
+                CaBundleKind::Secret => source.secret(ns, &ca.name).await,
+                CaBundleKind::ConfigMap => source.config_map(ns, &ca.name).await,
+            }
+            .map_err(|e| problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string()))?
+            .ok_or_else(|| problem(reasons::CA_BUNDLE_NOT_FOUND, format!("{what} does not exist")))?;
+            let pem = fetched.data.get(&ca.key).cloned().ok_or_else(|| {
+                problem(
+                    reasons::CA_BUNDLE_NOT_FOUND,
+                    format!("{what} has no key {:?}", ca.key),
+                )
+            })?;
+            versions.push(format!("c{}", fetched.version));
+            Some(pem)
+        }
+    };
+
+    let security = match spec.tls.mode {
+        TlsMode::None => smtp::Security::None,
+        TlsMode::StartTls => smtp::Security::StartTls,
+        TlsMode::Tls => smtp::Security::Tls,
+    };
+    let tls = smtp::TlsSettings {
+        server_name: spec.tls.server_name.clone(),
+        ca_bundle_pem,
+        insecure_skip_verify: spec.tls.insecure_skip_verify,
+    };
+    if security != smtp::Security::None
+        && let Err(message) = smtp::check_tls_settings(&spec.host, &tls)
+    {
+        return Err(InputProblem {
+            condition: types::SECURE_TRANSPORT,
+            reason: reasons::CA_BUNDLE_INVALID,
+            message,
+        });
+    }
+    let test_message = spec.verification.recipient.as_ref().map(|to| smtp::TestMessage {
+        from: smtp::Mailbox {
+            name: spec.default_sender.name.clone(),
+            address: spec.default_sender.address.clone(),
+        },
+        no_reply: spec.no_reply.as_ref().map(|m| smtp::Mailbox {
+            name: m.name.clone(),
+            address: m.address.clone(),
+        }),
+        to: to.clone(),
+        custom_headers: spec
+            .custom_headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+        relay_label: relay.label(),
+    });
+    Ok(Resolved {
+        target: smtp::Target {
+            host: spec.host.clone(),
+            port,
+            security,
+            tls,
+            credentials,
+            test_message,
+            timeout,
+        },
+        inputs: versions.join("/"),
+    })
+}
+
+/// When the next verification is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    Now,
+    In(Duration),
+}
+
+/// First retry delay after a failure; doubles per consecutive failure.
+pub const RETRY_BASE: Duration = Duration::from_secs(10);
+/// Longest delay between retries of a failing relay.
+pub const RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// Delay before retrying after `failures` consecutive failures (never more than `interval`).
+pub fn retry_delay(failures: i32, interval: Duration) -> Duration {
+    let exp = u32::try_from(failures.saturating_sub(1).clamp(0, 16)).unwrap_or(0);
+    RETRY_BASE
+        .saturating_mul(1u32 << exp)
+        .min(RETRY_MAX)
+        .min(interval)
+}
+
+/// Is a verification due? Pure: previous status, current generation and input versions, clock.
+pub fn verification_due(
+    previous: Option<&SmtpRelayStatus>,
+    generation: Option<i64>,
+    inputs: &str,
+    interval: Duration,
+    now: Timestamp,
+) -> Due {
+    let Some(status) = previous else {
+        return Due::Now;
+    };
+    let Some(last) = &status.last_verification else {
+        return Due::Now;
+    };
+    if status.observed_generation != generation || last.inputs != inputs {
+        return Due::Now;
+    }
+    let Ok(at) = Timestamp::from_str(&last.time) else {
+        return Due::Now;
+    };
+    let wait = if last.result == RESULT_SUCCEEDED {
+        interval
+    } else {
+        retry_delay(status.consecutive_failures, interval)
+    };
+    let elapsed = now.duration_since(at);
+    let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+    if elapsed >= wait {
+        Due::Now
+    } else {
+        Due::In(wait - elapsed)
+    }
+}
+
+pub const RESULT_SUCCEEDED: &str = "Succeeded";
+pub const RESULT_FAILED: &str = "Failed";
+
+/// A condition before merging with the previous status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub type_: &'static str,
+    pub status: ConditionStatus,
+    pub reason: String,
+    pub message: String,
+}
+
+fn desired(
+    type_: &'static str,
+    status: ConditionStatus,
+    reason: &str,
+    message: impl Into<String>,
+) -> Desired {
+    Desired {
+        type_,
+        status,
+        reason: reason.to_string(),
+        message: message.into(),
+    }
+}
+
+fn condition_of_step(step: Step) -> &'static str {
+    match step {
+        Step::Dns | Step::Connect | Step::Greeting | Step::Ehlo | Step::Quit => types::CONNECTED,
+        Step::Tls | Step::StartTls => types::SECURE_TRANSPORT,
+        Step::Auth => types::AUTHENTICATED,
+        Step::Mail | Step::Rcpt | Step::Data => types::TEST_MESSAGE_ACCEPTED,
+    }
+}
+
+/// Decide: the conditions that describe a verification (or why none could run).
+pub fn desired_conditions(
+    spec: &SmtpRelaySpec,
+    port: Option<u16>,
+    verified: &Result<Outcome, InputProblem>,
+) -> Vec<Desired> {
+    use ConditionStatus::{False, True, Unknown};
+    let wants_test = spec.verification.recipient.is_some();
+    let mut out = Vec::new();
+    let not_attempted = |t| desired(t, Unknown, reasons::NOT_ATTEMPTED, "not attempted");
+
+    let outcome = match verified {
+        Err(problem) => {
+            let mut push = |t: &'static str, default_ok: Option<Desired>| {
+                if problem.condition == t {
+                    out.push(desired(t, False, problem.reason, &problem.message));
+                } else if let Some(d) = default_ok {
+                    out.push(d);
+                } else {
+                    out.push(not_attempted(t));
+                }
+            };
+            push(
+                types::CREDENTIALS_RESOLVED,
+                spec.auth.is_none().then(|| {
+                    desired(
+                        types::CREDENTIALS_RESOLVED,
+                        True,
+                        reasons::NOT_REQUIRED,
+                        "no authentication configured",
+                    )
+                }),
+            );
+            push(types::CONNECTED, None);
+            push(types::SECURE_TRANSPORT, None);
+            push(types::AUTHENTICATED, None);
+            if wants_test {
+                push(types::TEST_MESSAGE_ACCEPTED, None);
+            }
+            out.push(desired(types::READY, False, problem.reason, &problem.message));
+            return out;
+        }
+        Ok(o) => o,
+    };
+
+    let failure = outcome.failure.as_ref();
+    let failed_condition = failure.map(|f| condition_of_step(f.step));
+    let failed_desired = |t: &'static str| -> Option<Desired> {
+        let f = failure?;
+        (condition_of_step(f.step) == t).then(|| desired(t, False, f.reason.as_str(), &f.message))
+    };
+    // Conditions before the failing one passed; those after it were not attempted.
+    let attempted = |t: &'static str, step: Step| outcome.passed(step) || failed_condition == Some(t);
+
+    out.push(match &spec.auth {
+        None => desired(
+            types::CREDENTIALS_RESOLVED,
+            True,
+            reasons::NOT_REQUIRED,
+            "no authentication configured",
+        ),
+        Some(a) => desired(
+            types::CREDENTIALS_RESOLVED,
+            True,
+            reasons::RESOLVED,
+            format!("credentials read from Secret {}", a.credentials_secret_ref.name),
+        ),
+    });
+
+    let port = port.unwrap_or_else(|| spec.tls.mode.default_port());
+    out.push(failed_desired(types::CONNECTED).unwrap_or_else(|| {
+        desired(
+            types::CONNECTED,
+            True,
+            reasons::CONNECTED,
+            format!(
+                "{}:{port} answered: {}",
+                spec.host,
+                outcome.server.banner.as_deref().unwrap_or("")
+            ),
+        )
+    }));
+
+    let secure = match (spec.tls.mode, failed_desired(types::SECURE_TRANSPORT)) {
+        (_, Some(d)) => d,
+        (TlsMode::None, _) => desired(
+            types::SECURE_TRANSPORT,
+            False,
+            reasons::TLS_DISABLED,
+            "tls.mode is None: credentials and mail travel in clear text",
+        ),
+        _ if !outcome.passed(Step::Tls) => not_attempted(types::SECURE_TRANSPORT),
+        _ => {
+            let version = outcome.server.tls_version.as_deref().unwrap_or("TLS");
+            let expiry = outcome
+                .server
+                .certificate_not_after
+                .as_deref()
+                .map(|t| format!(", certificate valid until {t}"))
+                .unwrap_or_default();
+            if outcome.server.certificate_unverified {
+                desired(
+                    types::SECURE_TRANSPORT,
+                    True,
+                    reasons::CERTIFICATE_NOT_VERIFIED,
+                    format!("{version} established but the certificate was NOT verified (tls.insecureSkipVerify){expiry}"),
+                )
+            } else {
+                desired(
+                    types::SECURE_TRANSPORT,
+                    True,
+                    reasons::TLS_ESTABLISHED,
+                    format!("{version} established, certificate verified{expiry}"),
+                )
+            }
+        }
+    };
+    out.push(secure);
+
+    out.push(match (&spec.auth, failed_desired(types::AUTHENTICATED)) {
+        (_, Some(d)) => d,
+        (None, _) => desired(
+            types::AUTHENTICATED,
+            True,
+            reasons::NOT_REQUIRED,
+            "no authentication configured",
+        ),
+        (Some(a), _) if attempted(types::AUTHENTICATED, Step::Auth) => desired(
+            types::AUTHENTICATED,
+            True,
+            reasons::AUTHENTICATED,
+            format!("AUTH {} accepted", match a.mechanism {
+                AuthMechanismSpec::Plain => "PLAIN",
+                AuthMechanismSpec::Login => "LOGIN",
+            }),
+        ),
+        _ => not_attempted(types::AUTHENTICATED),
+    });
+
+    if wants_test {
+        out.push(match failed_desired(types::TEST_MESSAGE_ACCEPTED) {
+            Some(d) => d,
+            None if outcome.passed(Step::Data) => desired(
+                types::TEST_MESSAGE_ACCEPTED,
+                True,
+                reasons::ACCEPTED,
+                format!(
+                    "test message {} accepted for {}",
+                    outcome.message_id.as_deref().unwrap_or(""),
+                    spec.verification.recipient.as_deref().unwrap_or("")
+                ),
+            ),
+            None => not_attempted(types::TEST_MESSAGE_ACCEPTED),
+        });
+    }
+
+    out.push(match failure {
+        Some(f) => desired(
+            types::READY,
+            False,
+            f.reason.as_str(),
+            format!("{} failed: {}", f.step, f.message),
+        ),
+        None => desired(
+            types::READY,
+            True,
+            reasons::VERIFIED,
+            format!(
+                "relay verified in {} ms",
+                outcome.total.as_millis()
+            ),
+        ),
+    });
+    out
+}
+
+/// Merge desired conditions into the previous ones: `lastTransitionTime` only moves
+/// when the status (True/False/Unknown) changes.
+pub fn merge_conditions(
+    previous: &[Condition],
+    desired: Vec<Desired>,
+    generation: Option<i64>,
+    now: &str,
+) -> Vec<Condition> {
+    desired
+        .into_iter()
+        .map(|d| {
+            let last_transition_time = previous
+                .iter()
+                .find(|c| c.type_ == d.type_ && c.status == d.status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| now.to_string());
+            Condition {
+                type_: d.type_.to_string(),
+                status: d.status,
+                last_transition_time,
+                reason: d.reason,
+                message: d.message,
+                observed_generation: generation,
+            }
+        })
+        .collect()
+}
+
+/// Milliseconds per step (steps seen twice, like EHLO before and after STARTTLS, add up).
+pub fn durations_ms(outcome: &Outcome) -> BTreeMap<String, i64> {
+    let mut map = BTreeMap::new();
+    for (step, d) in &outcome.steps {
+        *map.entry(step.as_str().to_string()).or_insert(0) +=
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    }
+    map.insert(
+        "total".into(),
+        i64::try_from(outcome.total.as_millis()).unwrap_or(i64::MAX),
+    );
+    map
+}
+
+/// A Kubernetes event to publish on a Ready transition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+/// Decide the event for a change of the Ready condition (none on periodic successes).
+pub fn transition(previous: Option<&SmtpRelayStatus>, next: &SmtpRelayStatus) -> Option<Transition> {
+    let ready = |s: &SmtpRelayStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .map(|c| (c.status, c.reason.clone(), c.message.clone()))
+    };
+    let before = previous.and_then(ready);
+    let (status, reason, message) = ready(next)?;
+    if before.as_ref().map(|(s, r, _)| (*s, r.as_str())) == Some((status, reason.as_str())) {
+        return None;
+    }
+    Some(if status == ConditionStatus::True {
+        Transition {
+            warning: false,
+            reason: "Verified".into(),
+            note: message,
+        }
+    } else {
+        Transition {
+            warning: true,
+            reason: "VerificationFailed".into(),
+            note: format!("{reason}: {message}"),
+        }
+    })
+}
+
+/// Decide: the whole next status from the previous one and what was observed.
+pub fn next_status(
+    spec: &SmtpRelaySpec,
+    generation: Option<i64>,
+    previous: Option<&SmtpRelayStatus>,
+    inputs: &str,
+    verified: &Result<Outcome, InputProblem>,
+    now: Timestamp,
+) -> SmtpRelayStatus {
+    let now_text = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+    let port = effective_port(spec).ok();
+    let desired = desired_conditions(spec, port, verified);
+    let empty = Vec::new();
+    let conditions = merge_conditions(
+        previous.map(|p| &p.conditions).unwrap_or(&empty),
+        desired,
+        generation,
+        &now_text,
+    );
+    let succeeded = matches!(verified, Ok(o) if o.succeeded());
+    let consecutive_failures = if succeeded {
+        0
+    } else {
+        previous.map(|p| p.consecutive_failures).unwrap_or(0).saturating_add(1)
+    };
+    let (server, last_verification) = match verified {
+        Ok(o) => (
+            Some(ServerStatus {
+                banner: o.server.banner.clone(),
+                extensions: o.server.extensions.clone(),
+                auth_mechanisms: o.server.auth_mechanisms.clone(),
+                tls_version: o.server.tls_version.clone(),
+                certificate_not_after: o.server.certificate_not_after.clone(),
+            })
+            .filter(|s| *s != ServerStatus::default())
+            // A session that never reached the server keeps what we knew.
+            .or_else(|| previous.and_then(|p| p.server.clone())),
+            LastVerification {
+                time: now_text.clone(),
+                result: if succeeded { RESULT_SUCCEEDED } else { RESULT_FAILED }.into(),
+                failed_step: o.failure.as_ref().map(|f| f.step.as_str().to_string()),
+                duration_ms: durations_ms(o),
+                message_id: o.message_id.clone(),
+                inputs: inputs.to_string(),
+            },
+        ),
+        Err(p) => (
+            previous.and_then(|p| p.server.clone()),
+            LastVerification {
+                time: now_text.clone(),
+                result: RESULT_FAILED.into(),
+                failed_step: Some(
+                    match p.condition {
+                        types::CREDENTIALS_RESOLVED => "credentials",
+                        types::SECURE_TRANSPORT => "tls",
+                        _ => "spec",
+                    }
+                    .into(),
+                ),
+                duration_ms: BTreeMap::new(),
+                message_id: None,
+                inputs: inputs.to_string(),
+            },
+        ),
+    };
+    SmtpRelayStatus {
+        observed_generation: generation,
+        conditions,
+        port: port.map(i32::from),
+        server,
+        last_verification: Some(last_verification),
+        consecutive_failures,
+    }
+}
+
+/// Result of evaluating one relay.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// The status to write; None when nothing is due (write nothing).
+    pub status: Option<SmtpRelayStatus>,
+    pub transition: Option<Transition>,
+    /// When to look again.
+    pub requeue: Duration,
+    pub outcome: Option<Outcome>,
+}
+
+/// Observe → verify → decide for one relay. With `force`, verify even if not due.
+pub async fn evaluate(
+    relay: &RelayRef<'_>,
+    source: &impl Source,
+    limiter: &HostLimiter,
+    force: bool,
+) -> Evaluation {
+    let resolved = resolve(relay, source).await;
+    let interval = schedule(relay.spec).map(|(i, _)| i).unwrap_or(Duration::from_secs(3600));
+    let inputs = match &resolved {
+        Ok(r) => r.inputs.clone(),
+        Err(p) => format!("g{}/{}", relay.generation.unwrap_or(0), p.reason),
+    };
+    if !force
+        && let Due::In(wait) =
+            verification_due(relay.status, relay.generation, &inputs, interval, Timestamp::now())
+    {
+        return Evaluation {
+            status: None,
+            transition: None,
+            requeue: wait,
+            outcome: None,
+        };
+    }
+    let verified = match resolved {
+        Ok(r) => {
+            let _permit = limiter.acquire(&r.target.host).await;
+            Ok(smtp::verify(&r.target).await)
+        }
+        Err(p) => Err(p),
+    };
+    let next = next_status(
+        relay.spec,
+        relay.generation,
+        relay.status,
+        &inputs,
+        &verified,
+        Timestamp::now(),
+    );
+    let transition = transition(relay.status, &next);
+    let requeue = if next.consecutive_failures == 0 {
+        interval
+    } else {
+        retry_delay(next.consecutive_failures, interval)
+    };
+    Evaluation {
+        status: Some(next),
+        transition,
+        requeue,
+        outcome: verified.ok(),
+    }
+}

@@ -1,0 +1,55 @@
+//! SmtpRelay: observe (Secrets in its own namespace) → verify → decide → apply.
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use super::relay::{RelayRef, evaluate};
+use super::source::KubeSource;
+use super::{Context, Error, apply_status, error_action, jittered, publish};
+use crate::api::SmtpRelay;
+
+pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
+    use tracing::Instrument as _;
+    let namespace = relay.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = relay.name_any();
+    let span = tracing::info_span!("reconcile", kind = "SmtpRelay", %namespace, %name);
+    reconcile_in_span(relay, ctx, namespace, name).instrument(span).await
+}
+
+async fn reconcile_in_span(
+    relay: Arc<SmtpRelay>,
+    ctx: Arc<Context>,
+    namespace: String,
+    name: String,
+) -> Result<Action, Error> {
+    let relay_ref = RelayRef {
+        kind: "SmtpRelay",
+        namespace: Some(&namespace),
+        name: &name,
+        generation: relay.metadata.generation,
+        spec: &relay.spec,
+        status: relay.status.as_ref(),
+        default_namespace: &ctx.settings.operator_namespace,
+    };
+    let source = KubeSource {
+        client: ctx.client.clone(),
+    };
+    let eval = evaluate(&relay_ref, &source, &ctx.limiter, false).await;
+    if let Some(status) = &eval.status
+        && Some(status) != relay.status.as_ref()
+    {
+        let api: Api<SmtpRelay> = Api::namespaced(ctx.client.clone(), &namespace);
+        apply_status(&api, &name, status).await?;
+        tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
+    }
+    if let Some(t) = &eval.transition {
+        publish(&ctx, relay.as_ref(), t).await;
+    }
+    Ok(Action::requeue(jittered(eval.requeue)))
+}
+
+pub fn error_policy(_relay: Arc<SmtpRelay>, error: &Error, _ctx: Arc<Context>) -> Action {
+    error_action(error)
+}

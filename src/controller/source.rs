@@ -1,0 +1,76 @@
+//! The API server as a [`Source`] of Secrets and ConfigMaps: direct GETs of exactly
+//! what a relay references, so nothing unrelated is ever cached.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{Api, Client};
+
+use super::relay::{Fetched, Source, SourceError};
+
+/// Reads referenced objects from the API server.
+#[derive(Clone)]
+pub struct KubeSource {
+    pub client: Client,
+}
+
+fn source_error(what: String, e: kube::Error) -> SourceError {
+    match &e {
+        kube::Error::Api(status) if status.code == 403 => SourceError::Forbidden(what),
+        _ => SourceError::Other {
+            what,
+            message: e.to_string(),
+        },
+    }
+}
+
+impl Source for KubeSource {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Fetched>, SourceError> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api
+            .get_opt(name)
+            .await
+            .map_err(|e| source_error(format!("Secret {namespace}/{name}"), e))?;
+        Ok(secret.map(|s| {
+            let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            // stringData is write-only on a real API server, but tolerate it.
+            for (k, v) in s.string_data.unwrap_or_default() {
+                data.entry(k).or_insert_with(|| v.into_bytes());
+            }
+            Fetched {
+                data,
+                version: s.metadata.resource_version.unwrap_or_default(),
+            }
+        }))
+    }
+
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Fetched>, SourceError> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let cm = api
+            .get_opt(name)
+            .await
+            .map_err(|e| source_error(format!("ConfigMap {namespace}/{name}"), e))?;
+        Ok(cm.map(|c| Fetched {
+            data: c
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .chain(
+                    c.binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0)),
+                )
+                .collect(),
+            version: c.metadata.resource_version.unwrap_or_default(),
+        }))
+    }
+}

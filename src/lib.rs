@@ -1,0 +1,8 @@
+//! smtp-relay-operator: declare SMTP relays and sender identities as Kubernetes
+//! resources, verify them for real, and report the truth in status.
+
+pub mod api;
+pub mod controller;
+pub mod schema;
+pub mod verify;
+pub mod smtp;

@@ -1,0 +1,213 @@
+//! smtp-relay-operator command line: `run` (the operator), `crd` (print or write the
+//! CRDs), `verify` (the controller's verification on manifest files, offline).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use smtp_relay_operator::{api, controller, verify};
+
+#[derive(Parser)]
+#[command(name = "smtp-relay-operator", version, about)]
+struct Cli {
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long, global = true, env = "SMTP_RELAY_LOG_JSON")]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator against the cluster in KUBECONFIG (or in-cluster config).
+    Run {
+        /// Namespace for ClusterSmtpRelay references that name none.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "smtp-relay-operator")]
+        namespace: String,
+        /// Concurrent SMTP sessions per relay host.
+        #[arg(long, default_value_t = 2)]
+        sessions_per_host: usize,
+        /// Concurrent reconciles per kind.
+        #[arg(long, default_value_t = 16)]
+        concurrency: u16,
+    },
+    /// Print the CRDs as YAML, or write one file per CRD into a directory.
+    Crd {
+        /// Directory to write into (e.g. crds/); prints to stdout when omitted.
+        #[arg(long)]
+        out_dir: Vec<PathBuf>,
+    },
+    /// Verify relays described in manifest files, exactly as the controller would.
+    Verify {
+        /// Files or directories with SmtpRelay, ClusterSmtpRelay, Secret, ConfigMap manifests.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+        /// Read Secrets and ConfigMaps missing from the files from the cluster.
+        #[arg(long)]
+        secrets_from_cluster: bool,
+        /// Namespace for ClusterSmtpRelay references that name none.
+        #[arg(long, default_value = "smtp-relay-operator")]
+        operator_namespace: String,
+        /// Concurrent SMTP sessions per relay host.
+        #[arg(long, default_value_t = 2)]
+        sessions_per_host: usize,
+    },
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd { out_dir } => crd(out_dir),
+        Command::Run {
+            namespace,
+            sessions_per_host,
+            concurrency,
+        } => {
+            init_logging(cli.log_json);
+            let client = match kube::Client::try_default().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: cannot reach the cluster: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
+            let reporter = kube::runtime::events::Reporter {
+                controller: controller::MANAGER.into(),
+                instance: Some(instance),
+            };
+            tracing::info!(%namespace, sessions_per_host, "starting controllers");
+            controller::run(
+                client,
+                controller::Settings {
+                    operator_namespace: namespace,
+                    sessions_per_host,
+                    concurrency,
+                },
+                reporter,
+            )
+            .await;
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Command::Verify {
+            files,
+            output,
+            secrets_from_cluster,
+            operator_namespace,
+            sessions_per_host,
+        } => {
+            run_verify(
+                files,
+                output,
+                secrets_from_cluster,
+                operator_namespace,
+                sessions_per_host,
+            )
+            .await
+        }
+    }
+}
+
+fn crd(out_dirs: Vec<PathBuf>) -> ExitCode {
+    let docs = match api::crds_yaml() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if out_dirs.is_empty() {
+        let all: Vec<String> = docs.into_iter().map(|(_, y)| y).collect();
+        print!("{}", all.join("---\n"));
+        return ExitCode::SUCCESS;
+    }
+    for dir in out_dirs {
+        for (name, yaml) in &docs {
+            let path = dir.join(name);
+            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, yaml)) {
+                eprintln!("error: writing {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run_verify(
+    files: Vec<PathBuf>,
+    output: Output,
+    secrets_from_cluster: bool,
+    operator_namespace: String,
+    sessions_per_host: usize,
+) -> ExitCode {
+    let manifests = match verify::load(&files) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cluster = if secrets_from_cluster {
+        match kube::Client::try_default().await {
+            Ok(client) => Some(controller::source::KubeSource { client }),
+            Err(e) => {
+                eprintln!("error: --secrets-from-cluster: cannot reach the cluster: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let verdicts = verify::run(
+        manifests,
+        cluster,
+        &operator_namespace,
+        sessions_per_host,
+        |line| eprintln!("{line}"),
+    )
+    .await;
+    let rendered = match output {
+        Output::Table => Ok(verify::render_table(&verdicts)),
+        Output::Yaml => serde_yaml::to_string(&verdicts).map_err(|e| e.to_string()),
+        Output::Json => serde_json::to_string_pretty(&verdicts)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+    };
+    match rendered {
+        Ok(text) => print!("{text}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if verdicts.iter().all(verify::Verdict::ready) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,103 @@
+//! At most N concurrent SMTP sessions per relay host, across all relays that
+//! point at it, so the operator never hammers one server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug)]
+struct HostSlot {
+    semaphore: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+    max_observed: AtomicUsize,
+}
+
+/// Per-host session cap.
+#[derive(Debug)]
+pub struct HostLimiter {
+    per_host: usize,
+    hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
+}
+
+/// Held for the duration of one session.
+#[derive(Debug)]
+pub struct HostPermit {
+    slot: Arc<HostSlot>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for HostPermit {
+    fn drop(&mut self) {
+        self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl HostLimiter {
+    pub fn new(per_host: usize) -> Self {
+        HostLimiter {
+            per_host: per_host.max(1),
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, host: &str) -> Arc<HostSlot> {
+        let key = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(hosts.entry(key).or_insert_with(|| {
+            Arc::new(HostSlot {
+                semaphore: Arc::new(Semaphore::new(self.per_host)),
+                in_flight: AtomicUsize::new(0),
+                max_observed: AtomicUsize::new(0),
+            })
+        }))
+    }
+
+    /// Wait for a session slot on `host`.
+    pub async fn acquire(&self, host: &str) -> HostPermit {
+        let slot = self.slot(host);
+        let permit = match Arc::clone(&slot.semaphore).acquire_owned().await {
+            Ok(p) => p,
+            // The semaphore is never closed; keep the type honest anyway.
+            Err(_) => unreachable!("host semaphore closed"),
+        };
+        let now = slot.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        slot.max_observed.fetch_max(now, Ordering::SeqCst);
+        HostPermit {
+            slot,
+            _permit: permit,
+        }
+    }
+
+    /// The highest number of simultaneous sessions ever seen on `host`.
+    pub fn max_observed(&self, host: &str) -> usize {
+        self.slot(host).max_observed.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn never_exceeds_the_cap_and_hosts_are_independent() {
+        let limiter = Arc::new(HostLimiter::new(2));
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let limiter = Arc::clone(&limiter);
+            let host = if i % 2 == 0 { "Relay.Example." } else { "other" };
+            tasks.push(tokio::spawn(async move {
+                let _p = limiter.acquire(host).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        assert_eq!(limiter.max_observed("relay.example"), 2);
+        assert_eq!(limiter.max_observed("other"), 2);
+        assert_eq!(limiter.max_observed("unused"), 0);
+    }
+}

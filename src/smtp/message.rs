@@ -1,0 +1,174 @@
+//! Building the messages the operator sends: the relay's test message today,
+//! confirmation mails later. One place decides From, Reply-To and extra headers.
+
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox as LettreMailbox, Message};
+
+/// A display name and an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub address: String,
+}
+
+impl Mailbox {
+    fn to_lettre(&self) -> Result<LettreMailbox, String> {
+        let address = self
+            .address
+            .parse()
+            .map_err(|e| format!("invalid address {:?}: {e}", self.address))?;
+        Ok(LettreMailbox::new(
+            self.name.clone().filter(|n| !n.is_empty()),
+            address,
+        ))
+    }
+}
+
+/// What a relay's verification message looks like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestMessage {
+    pub from: Mailbox,
+    /// The relay's no-reply mailbox, used as Reply-To when the message has none.
+    pub no_reply: Option<Mailbox>,
+    pub to: String,
+    pub custom_headers: Vec<(String, String)>,
+    /// Identifies the relay in the verification header (e.g. `SmtpRelay mail/corporate`).
+    pub relay_label: String,
+}
+
+/// The header that marks a message as an operator verification.
+pub const VERIFICATION_HEADER: &str = "X-SmtpRelay-Verification";
+
+/// Reply-To after fallbacks: explicit → relay no-reply → the sender itself.
+pub fn effective_reply_to<'a>(
+    explicit: Option<&'a Mailbox>,
+    no_reply: Option<&'a Mailbox>,
+    from: &'a Mailbox,
+) -> &'a Mailbox {
+    explicit.or(no_reply).unwrap_or(from)
+}
+
+/// A globally unique Message-ID for a message from `from_address`.
+pub fn new_message_id(from_address: &str) -> String {
+    use rand::Rng as _;
+    let domain = from_address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .filter(|d| !d.is_empty())
+        .unwrap_or("smtp-relay-operator.invalid");
+    let nonce: u128 = rand::rng().random();
+    let millis = jiff::Timestamp::now().as_millisecond();
+    format!("<{millis}.{nonce:032x}@{domain}>")
+}
+
+/// Build the test message: returns (Message-ID, envelope sender, recipient, RFC 5322 bytes).
+pub fn build_test_message(t: &TestMessage) -> Result<(String, String, String, Vec<u8>), String> {
+    let from = t.from.to_lettre()?;
+    let reply_to = effective_reply_to(None, t.no_reply.as_ref(), &t.from).to_lettre()?;
+    let to: LettreMailbox = Mailbox {
+        name: None,
+        address: t.to.clone(),
+    }
+    .to_lettre()?;
+    let message_id = new_message_id(&t.from.address);
+    let mut builder = Message::builder()
+        .from(from)
+        .reply_to(reply_to)
+        .to(to)
+        .subject(format!("SMTP relay verification ({})", t.relay_label))
+        .message_id(Some(message_id.clone()))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str(VERIFICATION_HEADER),
+            t.relay_label.clone(),
+        ));
+    for (name, value) in &t.custom_headers {
+        let name = HeaderName::new_from_ascii(name.clone())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        if value.contains(['\r', '\n']) {
+            return Err(format!("header {name} has a line break in its value"));
+        }
+        builder = builder.raw_header(HeaderValue::new(name, value.clone()));
+    }
+    let body = format!(
+        "This is a verification message sent by smtp-relay-operator through {}.\r\n\
+         If it reached you, the relay accepted mail for delivery. No action is needed.\r\n",
+        t.relay_label
+    );
+    let message = builder
+        .body(body)
+        .map_err(|e| format!("cannot build the test message: {e}"))?;
+    Ok((
+        message_id,
+        t.from.address.clone(),
+        t.to.clone(),
+        message.formatted(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> TestMessage {
+        TestMessage {
+            from: Mailbox {
+                name: Some("Service Achats".into()),
+                address: "achats@example.test".into(),
+            },
+            no_reply: Some(Mailbox {
+                name: None,
+                address: "no-reply@example.test".into(),
+            }),
+            to: "inbox@example.test".into(),
+            custom_headers: vec![("X-Campaign".into(), "relay-check".into())],
+            relay_label: "SmtpRelay mail/corporate".into(),
+        }
+    }
+
+    #[test]
+    fn reply_to_falls_back_to_no_reply_then_sender() {
+        let from = Mailbox {
+            name: None,
+            address: "a@x.test".into(),
+        };
+        let nr = Mailbox {
+            name: None,
+            address: "nr@x.test".into(),
+        };
+        let rt = Mailbox {
+            name: None,
+            address: "rt@x.test".into(),
+        };
+        assert_eq!(effective_reply_to(Some(&rt), Some(&nr), &from), &rt);
+        assert_eq!(effective_reply_to(None, Some(&nr), &from), &nr);
+        assert_eq!(effective_reply_to(None, None, &from), &from);
+    }
+
+    #[test]
+    fn test_message_has_headers_and_unique_ids() {
+        let (id1, sender, rcpt, bytes) = build_test_message(&sample()).expect("builds");
+        let (id2, ..) = build_test_message(&sample()).expect("builds");
+        assert_ne!(id1, id2);
+        assert_eq!(sender, "achats@example.test");
+        assert_eq!(rcpt, "inbox@example.test");
+        let text = String::from_utf8(bytes).expect("utf8");
+        assert!(text.contains("From: \"Service Achats\" <achats@example.test>"), "{text}");
+        assert!(text.contains("Reply-To: no-reply@example.test"), "{text}");
+        assert!(text.contains("X-Campaign: relay-check"), "{text}");
+        assert!(text.contains(&format!("Message-ID: {id1}")), "{text}");
+        assert!(text.contains("X-SmtpRelay-Verification: SmtpRelay mail/corporate"));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let mut t = sample();
+        t.custom_headers = vec![("X-Bad".into(), "a\r\nBcc: x@y.test".into())];
+        assert!(build_test_message(&t).is_err());
+        let mut t = sample();
+        t.custom_headers = vec![("Bad Name:".into(), "v".into())];
+        assert!(build_test_message(&t).is_err());
+        let mut t = sample();
+        t.to = "not an address".into();
+        assert!(build_test_message(&t).is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! SMTP relay verification and message building.
+//!
+//! This module knows nothing of Kubernetes: it takes a [`Target`] (where and how to
+//! reach a relay, with credentials already resolved) and returns an [`Outcome`]
+//! (what happened at each step, what the server offered, and the first failure).
+//! The controller and the offline `verify` command both call [`verify`], so there
+//! is exactly one implementation of a verification session.
+
+mod der;
+mod limiter;
+mod message;
+mod session;
+mod tls;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use limiter::{HostLimiter, HostPermit};
+pub use message::{Mailbox, TestMessage, build_test_message, effective_reply_to};
+pub use session::verify;
+
+/// How the session is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// Plain SMTP: no TLS at all.
+    None,
+    /// Plain connection upgraded with STARTTLS; the upgrade is required.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+}
+
+/// SASL mechanism used for AUTH.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMechanism {
+    Plain,
+    Login,
+}
+
+/// A password that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(value: impl Into<String>) -> Self {
+        Password(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// Resolved credentials for AUTH.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub mechanism: AuthMechanism,
+    pub username: String,
+    pub password: Password,
+}
+
+/// TLS settings for one relay.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    /// Name expected in the certificate; defaults to the host.
+    pub server_name: Option<String>,
+    /// PEM bundle of trusted CAs. When set, only these roots are trusted.
+    pub ca_bundle_pem: Option<Vec<u8>>,
+    /// Accept any certificate (the outcome says so).
+    pub insecure_skip_verify: bool,
+}
+
+/// Check TLS settings (CA bundle, server name) without connecting anywhere.
+pub fn check_tls_settings(host: &str, settings: &TlsSettings) -> Result<(), String> {
+    tls::client_config(settings)?;
+    tls::server_name(host, settings)?;
+    Ok(())
+}
+
+/// Everything a verification session needs.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    pub tls: TlsSettings,
+    pub credentials: Option<Credentials>,
+    /// When set, a real message is sent (MAIL/RCPT/DATA).
+    pub test_message: Option<TestMessage>,
+    /// Budget for the whole session, from DNS to QUIT.
+    pub timeout: Duration,
+}
+
+/// The steps of a session, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Step {
+    Dns,
+    Connect,
+    Tls,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    Quit,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Dns => "dns",
+            Step::Connect => "connect",
+            Step::Tls => "tls",
+            Step::Greeting => "greeting",
+            Step::Ehlo => "ehlo",
+            Step::StartTls => "starttls",
+            Step::Auth => "auth",
+            Step::Mail => "mail",
+            Step::Rcpt => "rcpt",
+            Step::Data => "data",
+            Step::Quit => "quit",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a session failed. The names are stable: they become condition reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    DnsFailure,
+    ConnectionRefused,
+    ConnectionFailed,
+    Timeout,
+    GreetingRejected,
+    EhloRejected,
+    ProtocolError,
+    ConnectionLost,
+    StartTlsNotOffered,
+    StartTlsRejected,
+    TlsHandshakeFailed,
+    CertificateInvalid,
+    AuthRejected,
+    AuthMechanismUnsupported,
+    SenderRejected,
+    RecipientRejected,
+    MessageRejected,
+    InvalidTarget,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::DnsFailure => "DnsFailure",
+            FailureReason::ConnectionRefused => "ConnectionRefused",
+            FailureReason::ConnectionFailed => "ConnectionFailed",
+            FailureReason::Timeout => "Timeout",
+            FailureReason::GreetingRejected => "GreetingRejected",
+            FailureReason::EhloRejected => "EhloRejected",
+            FailureReason::ProtocolError => "ProtocolError",
+            FailureReason::ConnectionLost => "ConnectionLost",
+            FailureReason::StartTlsNotOffered => "StartTlsNotOffered",
+            FailureReason::StartTlsRejected => "StartTlsRejected",
+            FailureReason::TlsHandshakeFailed => "TlsHandshakeFailed",
+            FailureReason::CertificateInvalid => "CertificateInvalid",
+            FailureReason::AuthRejected => "AuthRejected",
+            FailureReason::AuthMechanismUnsupported => "AuthMechanismUnsupported",
+            FailureReason::SenderRejected => "SenderRejected",
+            FailureReason::RecipientRejected => "RecipientRejected",
+            FailureReason::MessageRejected => "MessageRejected",
+            FailureReason::InvalidTarget => "InvalidTarget",
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first thing that went wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub step: Step,
+    pub reason: FailureReason,
+    /// SMTP reply code when the server answered negatively.
+    pub code: Option<u16>,
+    /// Human-readable explanation, with the server's reply text when there is one.
+    /// Never contains the password: see [`Outcome::redact`].
+    pub message: String,
+}
+
+/// What the server told us about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerFacts {
+    pub banner: Option<String>,
+    /// EHLO keywords (with parameters), from the last EHLO of the session.
+    pub extensions: Vec<String>,
+    pub auth_mechanisms: Vec<String>,
+    pub tls_version: Option<String>,
+    /// Leaf certificate expiry, RFC 3339.
+    pub certificate_not_after: Option<String>,
+    /// True when the certificate was not verified (insecureSkipVerify).
+    pub certificate_unverified: bool,
+}
+
+/// Result of one verification session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Steps that completed or were attempted, with their duration.
+    pub steps: Vec<(Step, Duration)>,
+    pub failure: Option<Failure>,
+    pub server: ServerFacts,
+    /// Message-ID of the test message the server accepted.
+    pub message_id: Option<String>,
+    pub total: Duration,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.failure.is_none()
+    }
+
+    /// Did this step complete?
+    pub fn passed(&self, step: Step) -> bool {
+        self.steps.iter().any(|(s, _)| *s == step)
+            && self.failure.as_ref().is_none_or(|f| f.step != step)
+    }
+
+    /// Remove any trace of `secret` (verbatim or base64, as AUTH sends it) from
+    /// every text a server could have echoed back to us.
+    pub fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        let scrub = |text: &mut String| *text = redact_text(text, secret);
+        if let Some(f) = self.failure.as_mut() {
+            scrub(&mut f.message);
+        }
+        if let Some(b) = self.server.banner.as_mut() {
+            scrub(b);
+        }
+        self.server.extensions.iter_mut().for_each(scrub);
+    }
+}
+
+/// Replace `secret` and its base64 form in `text`.
+pub fn redact_text(text: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    if secret.is_empty() {
+        return text.to_string();
+    }
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+    text.replace(secret, "<redacted>")
+        .replace(&b64, "<redacted>")
+}
