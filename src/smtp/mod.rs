@@ -256,13 +256,56 @@ impl Outcome {
     }
 }
 
-/// Replace `secret` and its base64 form in `text`.
+/// Replace `secret` in `text`, verbatim or inside any base64 token (AUTH PLAIN sends
+/// base64 of `\0user\0password`, AUTH LOGIN base64 of the password alone).
 pub fn redact_text(text: &str, secret: &str) -> String {
     use base64::Engine as _;
     if secret.is_empty() {
         return text.to_string();
     }
-    let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
-    text.replace(secret, "<redacted>")
-        .replace(&b64, "<redacted>")
+    let text = text.replace(secret, "<redacted>");
+    let is_b64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(is_b64) {
+        out.push_str(&rest[..start]);
+        let token_len = rest[start..].find(|c| !is_b64(c)).unwrap_or(rest.len() - start);
+        let token = &rest[start..start + token_len];
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(token.trim_end_matches('=')));
+        let leaks = decoded.is_ok_and(|bytes| {
+            bytes
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes())
+        });
+        out.push_str(if leaks { "<redacted>" } else { token });
+        rest = &rest[start + token_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    #[test]
+    fn redacts_plain_and_base64_forms() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let secret = "Correct-Horse-42";
+        let plain = b64(&format!("\0relay-user\0{secret}"));
+        let text = format!(
+            "535 you sent {secret} and AUTH PLAIN {plain} and {} ok",
+            b64(secret)
+        );
+        let red = redact_text(&text, secret);
+        assert!(!red.contains(secret), "{red}");
+        assert!(!red.contains(&plain), "{red}");
+        assert!(!red.contains(&b64(secret)), "{red}");
+        assert!(red.starts_with("535 you sent <redacted>"), "{red}");
+        assert!(red.ends_with(" ok"), "{red}");
+        assert_eq!(redact_text("nothing to hide 250 OK", secret), "nothing to hide 250 OK");
+    }
 }

@@ -1,0 +1,298 @@
+//! SMTP verification against real servers: the Postfix harness on loopback for
+//! what a real MTA does, a scripted server for faults it cannot produce on demand.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use smtp_relay_operator::smtp::{
+    self, AuthMechanism, Credentials, FailureReason, Mailbox, Password, Security, Step, Target,
+    TestMessage, TlsSettings,
+};
+use support::fault::{self, Fault};
+use support::{PASSWORD, USER, harness};
+
+fn target(port: u16, security: Security) -> Target {
+    Target {
+        host: "localhost".into(),
+        port,
+        security,
+        tls: TlsSettings::default(),
+        credentials: None,
+        test_message: None,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn with_ca(mut t: Target) -> Target {
+    t.tls.ca_bundle_pem = Some(harness().ca_pem());
+    t
+}
+
+fn with_auth(mut t: Target, mechanism: AuthMechanism, password: &str) -> Target {
+    t.credentials = Some(Credentials {
+        mechanism,
+        username: USER.into(),
+        password: Password::new(password),
+    });
+    t
+}
+
+fn test_message(to: &str, tag: &str) -> TestMessage {
+    TestMessage {
+        from: Mailbox {
+            name: Some("ACME Purchasing".into()),
+            address: "purchasing@example.test".into(),
+        },
+        no_reply: Some(Mailbox {
+            name: None,
+            address: "no-reply@example.test".into(),
+        }),
+        to: to.into(),
+        custom_headers: vec![
+            ("X-Campaign".into(), tag.into()),
+            ("X-Department".into(), "purchasing".into()),
+        ],
+        relay_label: format!("SmtpRelay tests/{tag}"),
+    }
+}
+
+fn reason(o: &smtp::Outcome) -> Option<FailureReason> {
+    o.failure.as_ref().map(|f| f.reason)
+}
+
+#[tokio::test]
+async fn plain_port_without_tls_delivers_a_test_message() {
+    let h = harness();
+    let mut t = target(h.plain_port, Security::None);
+    t.test_message = Some(test_message("plain@example.test", "plain-delivery"));
+    let o = smtp::verify(&t).await;
+    assert!(o.succeeded(), "{o:?}");
+    assert_eq!(o.server.tls_version, None);
+    assert!(o.server.banner.as_deref().unwrap_or("").contains("ESMTP"));
+    let id = o.message_id.clone().expect("message id");
+    let mail = h.wait_for_message(&id);
+    assert!(mail.contains("X-Campaign: plain-delivery"), "{mail}");
+}
+
+#[tokio::test]
+async fn starttls_with_auth_plain_delivers_with_from_name_reply_to_fallback_and_headers() {
+    let h = harness();
+    let mut t = with_auth(
+        with_ca(target(h.submission_port, Security::StartTls)),
+        AuthMechanism::Plain,
+        PASSWORD,
+    );
+    t.test_message = Some(test_message("starttls@example.test", "starttls-delivery"));
+    let o = smtp::verify(&t).await;
+    assert!(o.succeeded(), "{o:?}");
+    assert_eq!(o.server.tls_version.as_deref(), Some("TLSv1.3"));
+    assert!(o.server.certificate_not_after.is_some());
+    assert!(o.server.auth_mechanisms.iter().any(|m| m == "PLAIN"));
+    for step in [Step::Dns, Step::Connect, Step::Greeting, Step::Ehlo, Step::StartTls, Step::Tls, Step::Auth, Step::Mail, Step::Rcpt, Step::Data, Step::Quit] {
+        assert!(o.passed(step), "step {step} missing: {:?}", o.steps);
+    }
+    let id = o.message_id.clone().expect("message id");
+    let mail = h.wait_for_message(&id);
+    assert!(mail.contains("From: \"ACME Purchasing\" <purchasing@example.test>"), "{mail}");
+    assert!(mail.contains("Reply-To: no-reply@example.test"), "{mail}");
+    assert!(mail.contains("X-Campaign: starttls-delivery"), "{mail}");
+    assert!(mail.contains("X-Department: purchasing"), "{mail}");
+    assert!(mail.contains("X-SmtpRelay-Verification: SmtpRelay tests/starttls-delivery"), "{mail}");
+    assert!(mail.contains("starttls@example.test"), "{mail}");
+}
+
+#[tokio::test]
+async fn reply_to_falls_back_to_the_sender_without_no_reply() {
+    let h = harness();
+    let mut t = with_auth(
+        with_ca(target(h.smtps_port, Security::Tls)),
+        AuthMechanism::Login,
+        PASSWORD,
+    );
+    let mut m = test_message("fallback@example.test", "reply-to-sender");
+    m.no_reply = None;
+    t.test_message = Some(m);
+    let o = smtp::verify(&t).await;
+    assert!(o.succeeded(), "{o:?}");
+    let mail = h.wait_for_message(&o.message_id.clone().expect("id"));
+    assert!(mail.contains("Reply-To: \"ACME Purchasing\" <purchasing@example.test>"), "{mail}");
+}
+
+#[tokio::test]
+async fn implicit_tls_with_auth_login() {
+    let h = harness();
+    let t = with_auth(
+        with_ca(target(h.smtps_port, Security::Tls)),
+        AuthMechanism::Login,
+        PASSWORD,
+    );
+    let o = smtp::verify(&t).await;
+    assert!(o.succeeded(), "{o:?}");
+    assert!(o.passed(Step::Tls) && o.passed(Step::Auth));
+    assert!(!o.passed(Step::StartTls));
+}
+
+#[tokio::test]
+async fn wrong_password_is_auth_rejected_with_the_reply_and_no_password() {
+    let h = harness();
+    let wrong = "Wrong-Battery-Staple-9";
+    let t = with_auth(
+        with_ca(target(h.submission_port, Security::StartTls)),
+        AuthMechanism::Plain,
+        wrong,
+    );
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::AuthRejected), "{o:?}");
+    let f = o.failure.as_ref().expect("failure");
+    assert_eq!(f.step, Step::Auth);
+    assert_eq!(f.code, Some(535));
+    assert!(f.message.contains("535"), "{}", f.message);
+    assert!(!format!("{o:?}").contains(wrong));
+}
+
+#[tokio::test]
+async fn starttls_required_but_not_offered() {
+    let h = harness();
+    let t = with_auth(target(h.plain_port, Security::StartTls), AuthMechanism::Plain, PASSWORD);
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::StartTlsNotOffered), "{o:?}");
+    assert!(!o.passed(Step::Auth), "credentials must never be sent in clear text");
+}
+
+#[tokio::test]
+async fn private_ca_is_certificate_invalid_until_the_bundle_is_given() {
+    let h = harness();
+    for (port, sec) in [(h.smtps_port, Security::Tls), (h.submission_port, Security::StartTls)] {
+        let o = smtp::verify(&target(port, sec)).await;
+        assert_eq!(reason(&o), Some(FailureReason::CertificateInvalid), "{o:?}");
+        let f = o.failure.as_ref().expect("failure");
+        assert_eq!(f.step, Step::Tls);
+        assert!(f.message.contains("unknown authority"), "{}", f.message);
+        let o = smtp::verify(&with_ca(target(port, sec))).await;
+        assert!(o.succeeded(), "{o:?}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_server_name_is_certificate_invalid_and_insecure_skip_verify_says_so() {
+    let h = harness();
+    let mut t = with_ca(target(h.smtps_port, Security::Tls));
+    t.tls.server_name = Some("relay.example.test".into());
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::CertificateInvalid), "{o:?}");
+    assert!(o.failure.as_ref().expect("f").message.contains("not valid for this host name"));
+
+    let mut t = target(h.smtps_port, Security::Tls);
+    t.tls.insecure_skip_verify = true;
+    let o = smtp::verify(&t).await;
+    assert!(o.succeeded(), "{o:?}");
+    assert!(o.server.certificate_unverified);
+}
+
+#[tokio::test]
+async fn tls_to_a_plain_port_is_a_handshake_failure() {
+    let h = harness();
+    let o = smtp::verify(&target(h.plain_port, Security::Tls)).await;
+    assert_eq!(reason(&o), Some(FailureReason::TlsHandshakeFailed), "{o:?}");
+}
+
+#[tokio::test]
+async fn closed_port_is_connection_refused() {
+    let o = smtp::verify(&target(support::closed_port(), Security::None)).await;
+    assert_eq!(reason(&o), Some(FailureReason::ConnectionRefused), "{o:?}");
+    assert_eq!(o.failure.as_ref().expect("f").step, Step::Connect);
+}
+
+#[tokio::test]
+async fn unresolvable_host_is_dns_failure() {
+    let mut t = target(25, Security::None);
+    t.host = "no-such-host.invalid".into();
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::DnsFailure), "{o:?}");
+}
+
+#[tokio::test]
+async fn silent_server_times_out_within_the_configured_timeout() {
+    let port = fault::start(Fault::Tarpit);
+    let mut t = target(port, Security::None);
+    t.host = "127.0.0.1".into();
+    t.timeout = Duration::from_millis(700);
+    let start = Instant::now();
+    let o = smtp::verify(&t).await;
+    let took = start.elapsed();
+    assert_eq!(reason(&o), Some(FailureReason::Timeout), "{o:?}");
+    assert_eq!(o.failure.as_ref().expect("f").step, Step::Greeting);
+    // Functional bound (not a performance target): it gave up at the timeout, not later.
+    assert!(took >= Duration::from_millis(650) && took < Duration::from_secs(5), "{took:?}");
+}
+
+#[tokio::test]
+async fn busy_greeting_is_greeting_rejected_with_code() {
+    let port = fault::start(Fault::Busy421);
+    let mut t = target(port, Security::None);
+    t.host = "127.0.0.1".into();
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::GreetingRejected), "{o:?}");
+    let f = o.failure.as_ref().expect("f");
+    assert_eq!(f.code, Some(421));
+    assert!(f.message.contains("too busy"));
+}
+
+#[tokio::test]
+async fn reset_in_the_middle_of_data_is_connection_lost() {
+    let port = fault::start(Fault::ResetMidData);
+    let mut t = target(port, Security::None);
+    t.host = "127.0.0.1".into();
+    t.test_message = Some(test_message("x@example.test", "reset"));
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::ConnectionLost), "{o:?}");
+    assert_eq!(o.failure.as_ref().expect("f").step, Step::Data);
+}
+
+#[tokio::test]
+async fn a_server_echoing_auth_data_never_leaks_the_password() {
+    let port = fault::start(Fault::EchoAuth);
+    for mech in [AuthMechanism::Plain, AuthMechanism::Login] {
+        let mut t = with_auth(target(port, Security::None), mech, "S3cret-Echo-Pass");
+        t.host = "127.0.0.1".into();
+        let o = smtp::verify(&t).await;
+        assert_eq!(reason(&o), Some(FailureReason::AuthRejected), "{o:?}");
+        let text = format!("{o:?} {}", o.failure.as_ref().expect("f").message);
+        assert!(!text.contains("S3cret-Echo-Pass"), "{text}");
+        assert!(text.contains("<redacted>") || mech == AuthMechanism::Login, "{text}");
+    }
+}
+
+#[tokio::test]
+async fn rejected_recipient_and_sender() {
+    let h = harness();
+    let mut t = with_auth(
+        with_ca(target(h.submission_port, Security::StartTls)),
+        AuthMechanism::Plain,
+        PASSWORD,
+    );
+    t.test_message = Some(test_message("rejected@example.test", "rcpt"));
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::RecipientRejected), "{o:?}");
+    let f = o.failure.as_ref().expect("f");
+    assert_eq!((f.step, f.code), (Step::Rcpt, Some(550)));
+    assert!(f.message.contains("rejected by harness"), "{}", f.message);
+
+    let mut m = test_message("someone@example.test", "sender");
+    m.from.address = "blocked@example.test".into();
+    t.test_message = Some(m);
+    let o = smtp::verify(&t).await;
+    // Postfix delays the sender restriction to RCPT (smtpd_delay_reject=yes).
+    assert_eq!(reason(&o), Some(FailureReason::RecipientRejected), "{o:?}");
+    assert!(o.failure.as_ref().expect("f").message.contains("sender blocked by harness"));
+}
+
+#[tokio::test]
+async fn auth_on_plain_text_port_is_mechanism_unsupported_with_a_hint() {
+    let h = harness();
+    let t = with_auth(target(h.plain_port, Security::None), AuthMechanism::Plain, PASSWORD);
+    let o = smtp::verify(&t).await;
+    assert_eq!(reason(&o), Some(FailureReason::AuthMechanismUnsupported), "{o:?}");
+    assert!(o.failure.as_ref().expect("f").message.contains("after TLS"));
+}

@@ -1,0 +1,95 @@
+//! Shared test support: the Postfix harness, the Maildir it delivers into, and a
+//! scripted SMTP server for faults a real MTA cannot produce on demand.
+#![allow(dead_code)]
+
+pub mod fault;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The running Postfix harness (see tests/harness/README.md).
+pub struct Harness {
+    pub plain_port: u16,
+    pub submission_port: u16,
+    pub smtps_port: u16,
+    pub dir: PathBuf,
+}
+
+pub const USER: &str = "relay-user";
+pub const PASSWORD: &str = "Correct-Horse-42";
+pub const ROTATED_USER: &str = "rotated-user";
+pub const ROTATED_PASSWORD: &str = "Rotated-Pass-7";
+
+/// Start the harness once per process (the script itself is idempotent and locked).
+pub fn harness() -> &'static Harness {
+    static H: OnceLock<Harness> = OnceLock::new();
+    H.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::var("HARNESS_DIR").unwrap_or_else(|_| "/tmp/smtp-relay-harness".into());
+        let base: u16 = std::env::var("HARNESS_BASE_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(25250);
+        let out = Command::new("bash")
+            .arg(root.join("tests/harness/postfix.sh"))
+            .arg("start")
+            .output()
+            .expect("run tests/harness/postfix.sh");
+        assert!(
+            out.status.success(),
+            "the Postfix harness did not start (needs root and Debian's postfix, sasl2-bin, libsasl2-modules; see .ci/run):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Harness {
+            plain_port: base,
+            submission_port: base + 1,
+            smtps_port: base + 2,
+            dir: PathBuf::from(dir),
+        }
+    })
+}
+
+impl Harness {
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("tls/ca.crt")).expect("harness CA")
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.join("mail/maildir")
+    }
+
+    /// Wait for the delivered message carrying `needle` (e.g. its Message-ID).
+    pub fn wait_for_message(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            for sub in ["new", "cur"] {
+                if let Ok(entries) = std::fs::read_dir(self.maildir().join(sub)) {
+                    for e in entries.flatten() {
+                        if let Ok(text) = std::fs::read_to_string(e.path())
+                            && text.contains(needle)
+                        {
+                            return text;
+                        }
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no message containing {needle:?} arrived in {}",
+                self.maildir().display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    port
+}
