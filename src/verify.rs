@@ -151,6 +151,14 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
                 let relay = if kind == "SmtpRelay" {
                     let r: SmtpRelay = serde_path_to_error::deserialize(&value)
                         .map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))?;
+                    // The CRD's CEL rule for this uses nested has(), which the offline
+                    // CEL evaluator does not handle; check it directly.
+                    if let Some(field) = r.spec.cross_namespace_refs().first() {
+                        return Err(bad(format!(
+                            "{kind} {name} is invalid: {field} {}",
+                            crate::api::NAMESPACED_REF_MESSAGE
+                        )));
+                    }
                     FileRelay {
                         kind: "SmtpRelay",
                         namespace: Some(namespace),

@@ -222,8 +222,8 @@ fn default_timeout() -> String {
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Last Verified", type_ = "date", json_path = ".status.lastVerification.time"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!has(self.spec.auth) || !has(self.spec.auth.credentialsSecretRef.namespace)").message("spec.auth.credentialsSecretRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets in its own namespace"),
-    validation = Rule::new("!has(self.spec.tls) || !has(self.spec.tls.caBundleRef) || !has(self.spec.tls.caBundleRef.namespace)").message("spec.tls.caBundleRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads its own namespace")
+    validation = Rule::new("!has(self.spec.auth) || !has(self.spec.auth.credentialsSecretRef.namespace)").message("spec.auth.credentialsSecretRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace"),
+    validation = Rule::new("!has(self.spec.tls) || !has(self.spec.tls.caBundleRef) || !has(self.spec.tls.caBundleRef.namespace)").message("spec.tls.caBundleRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SmtpRelaySpec {
@@ -263,6 +263,35 @@ pub struct SmtpRelaySpec {
     /// Verification settings: test recipient, interval, timeout.
     #[serde(default)]
     pub verification: VerificationSpec,
+}
+
+/// Message shared by the CRD's CEL rule and the operator's own check.
+pub const NAMESPACED_REF_MESSAGE: &str =
+    "is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace";
+
+impl SmtpRelaySpec {
+    /// Fields that name another namespace, which only a ClusterSmtpRelay may do.
+    /// (The CRD's CEL rule refuses them at apply time; this is the same check for
+    /// objects that bypassed it and for offline `verify`.)
+    pub fn cross_namespace_refs(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self
+            .auth
+            .as_ref()
+            .is_some_and(|a| a.credentials_secret_ref.namespace.is_some())
+        {
+            out.push("spec.auth.credentialsSecretRef.namespace");
+        }
+        if self
+            .tls
+            .ca_bundle_ref
+            .as_ref()
+            .is_some_and(|c| c.namespace.is_some())
+        {
+            out.push("spec.tls.caBundleRef.namespace");
+        }
+        out
+    }
 }
 
 /// A relay shared by the whole cluster, like cert-manager's ClusterIssuer.

@@ -180,19 +180,14 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
     let spec = relay.spec;
     let (_, timeout) = schedule(spec)?;
     let port = effective_port(spec)?;
-    if relay.namespace.is_some() {
-        let cross_ns = spec
-            .auth
-            .as_ref()
-            .and_then(|a| a.credentials_secret_ref.namespace.as_ref())
-            .or(spec.tls.ca_bundle_ref.as_ref().and_then(|c| c.namespace.as_ref()));
-        if cross_ns.is_some() {
-            return Err(InputProblem {
-                condition: types::READY,
-                reason: reasons::INVALID_SPEC,
-                message: "a SmtpRelay can only reference Secrets and ConfigMaps in its own namespace; use a ClusterSmtpRelay".into(),
-            });
-        }
+    if relay.namespace.is_some()
+        && let Some(field) = spec.cross_namespace_refs().first()
+    {
+        return Err(InputProblem {
+            condition: types::READY,
+            reason: reasons::INVALID_SPEC,
+            message: format!("{field} {}", crate::api::NAMESPACED_REF_MESSAGE),
+        });
     }
     let mut versions = vec![format!("g{}", relay.generation.unwrap_or(0))];
 
@@ -801,5 +796,365 @@ pub async fn evaluate(
         transition,
         requeue,
         outcome: verified.ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AuthSpec, CredentialsSecretRef, MailboxSpec, TlsSpec, VerificationSpec};
+    use crate::smtp::{Failure, FailureReason, ServerFacts};
+    use ConditionStatus::{False, True, Unknown};
+
+    fn spec(mode: TlsMode, auth: bool, recipient: bool) -> SmtpRelaySpec {
+        SmtpRelaySpec {
+            title: None,
+            host: "relay.example.test".into(),
+            port: None,
+            tls: TlsSpec {
+                mode,
+                ..Default::default()
+            },
+            auth: auth.then(|| AuthSpec {
+                mechanism: AuthMechanismSpec::Plain,
+                credentials_secret_ref: CredentialsSecretRef {
+                    name: "creds".into(),
+                    username_key: "username".into(),
+                    password_key: "password".into(),
+                    namespace: None,
+                },
+            }),
+            default_sender: MailboxSpec {
+                address: "a@example.test".into(),
+                name: None,
+            },
+            no_reply: None,
+            custom_headers: vec![],
+            usage: vec![],
+            verification: VerificationSpec {
+                recipient: recipient.then(|| "inbox@example.test".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    const ALL_STEPS: [Step; 11] = [
+        Step::Dns,
+        Step::Connect,
+        Step::Greeting,
+        Step::Ehlo,
+        Step::StartTls,
+        Step::Tls,
+        Step::Auth,
+        Step::Mail,
+        Step::Rcpt,
+        Step::Data,
+        Step::Quit,
+    ];
+
+    /// An outcome where every step up to `fail_at` passed and `fail_at` failed.
+    fn outcome(fail_at: Option<(Step, FailureReason)>) -> Outcome {
+        let mut steps = Vec::new();
+        for s in ALL_STEPS {
+            steps.push((s, Duration::from_millis(1)));
+            if fail_at.is_some_and(|(f, _)| f == s) {
+                break;
+            }
+        }
+        Outcome {
+            steps,
+            failure: fail_at.map(|(step, reason)| Failure {
+                step,
+                reason,
+                code: Some(535),
+                message: "server replied 535 no".into(),
+            }),
+            server: ServerFacts {
+                banner: Some("mx ESMTP".into()),
+                tls_version: Some("TLSv1.3".into()),
+                ..Default::default()
+            },
+            message_id: fail_at.is_none().then(|| "<id@example.test>".into()),
+            total: Duration::from_millis(11),
+        }
+    }
+
+    fn status_of(conds: &[Desired], t: &str) -> Option<(ConditionStatus, String)> {
+        conds
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status, c.reason.clone()))
+    }
+
+    #[test]
+    fn every_failure_lands_on_its_condition_and_ready() {
+        use FailureReason as R;
+        // (failing step, reason, condition that must be False, conditions that must be True, Unknown)
+        let table: &[(Step, R, &str, &[&str], &[&str])] = &[
+            (Step::Dns, R::DnsFailure, types::CONNECTED, &[types::CREDENTIALS_RESOLVED], &[types::SECURE_TRANSPORT, types::AUTHENTICATED, types::TEST_MESSAGE_ACCEPTED]),
+            (Step::Connect, R::ConnectionRefused, types::CONNECTED, &[], &[types::SECURE_TRANSPORT, types::AUTHENTICATED]),
+            (Step::Greeting, R::Timeout, types::CONNECTED, &[], &[types::SECURE_TRANSPORT, types::AUTHENTICATED]),
+            (Step::StartTls, R::StartTlsNotOffered, types::SECURE_TRANSPORT, &[types::CONNECTED], &[types::AUTHENTICATED, types::TEST_MESSAGE_ACCEPTED]),
+            (Step::Tls, R::CertificateInvalid, types::SECURE_TRANSPORT, &[types::CONNECTED], &[types::AUTHENTICATED]),
+            (Step::Tls, R::TlsHandshakeFailed, types::SECURE_TRANSPORT, &[types::CONNECTED], &[types::AUTHENTICATED]),
+            (Step::Auth, R::AuthRejected, types::AUTHENTICATED, &[types::CONNECTED, types::SECURE_TRANSPORT], &[types::TEST_MESSAGE_ACCEPTED]),
+            (Step::Auth, R::AuthMechanismUnsupported, types::AUTHENTICATED, &[types::SECURE_TRANSPORT], &[types::TEST_MESSAGE_ACCEPTED]),
+            (Step::Mail, R::SenderRejected, types::TEST_MESSAGE_ACCEPTED, &[types::AUTHENTICATED, types::SECURE_TRANSPORT], &[]),
+            (Step::Rcpt, R::RecipientRejected, types::TEST_MESSAGE_ACCEPTED, &[types::AUTHENTICATED], &[]),
+            (Step::Data, R::ConnectionLost, types::TEST_MESSAGE_ACCEPTED, &[types::AUTHENTICATED], &[]),
+        ];
+        let s = spec(TlsMode::StartTls, true, true);
+        for (step, reason, failed, trues, unknowns) in table {
+            let d = desired_conditions(&s, None, &Ok(outcome(Some((*step, *reason)))));
+            let ctx = format!("{step} {reason}");
+            assert_eq!(status_of(&d, failed), Some((False, reason.as_str().into())), "{ctx}");
+            assert_eq!(status_of(&d, types::READY), Some((False, reason.as_str().into())), "{ctx}");
+            for t in *trues {
+                assert_eq!(status_of(&d, t).map(|x| x.0), Some(True), "{ctx}: {t}");
+            }
+            for t in *unknowns {
+                assert_eq!(status_of(&d, t), Some((Unknown, reasons::NOT_ATTEMPTED.into())), "{ctx}: {t}");
+            }
+            assert_eq!(d.last().map(|c| c.type_), Some(types::READY), "Ready is last");
+        }
+    }
+
+    #[test]
+    fn success_is_verified_and_every_condition_true() {
+        let d = desired_conditions(&spec(TlsMode::StartTls, true, true), None, &Ok(outcome(None)));
+        assert!(d.iter().all(|c| c.status == True), "{d:?}");
+        assert_eq!(status_of(&d, types::READY), Some((True, reasons::VERIFIED.into())));
+        assert_eq!(
+            status_of(&d, types::TEST_MESSAGE_ACCEPTED),
+            Some((True, reasons::ACCEPTED.into()))
+        );
+        assert_eq!(d.len(), 6);
+    }
+
+    #[test]
+    fn no_recipient_means_no_test_condition_and_no_auth_means_not_required() {
+        let d = desired_conditions(&spec(TlsMode::Tls, false, false), None, &Ok(outcome(None)));
+        assert_eq!(status_of(&d, types::TEST_MESSAGE_ACCEPTED), None);
+        assert_eq!(
+            status_of(&d, types::AUTHENTICATED),
+            Some((True, reasons::NOT_REQUIRED.into()))
+        );
+        assert_eq!(
+            status_of(&d, types::CREDENTIALS_RESOLVED),
+            Some((True, reasons::NOT_REQUIRED.into()))
+        );
+    }
+
+    #[test]
+    fn plain_text_mode_is_ready_but_says_it_is_not_secure() {
+        let d = desired_conditions(&spec(TlsMode::None, false, false), None, &Ok(outcome(None)));
+        assert_eq!(
+            status_of(&d, types::SECURE_TRANSPORT),
+            Some((False, reasons::TLS_DISABLED.into()))
+        );
+        assert_eq!(status_of(&d, types::READY).map(|x| x.0), Some(True));
+    }
+
+    #[test]
+    fn unverified_certificate_is_reported() {
+        let mut o = outcome(None);
+        o.server.certificate_unverified = true;
+        let d = desired_conditions(&spec(TlsMode::Tls, false, false), None, &Ok(o));
+        assert_eq!(
+            status_of(&d, types::SECURE_TRANSPORT),
+            Some((True, reasons::CERTIFICATE_NOT_VERIFIED.into()))
+        );
+    }
+
+    #[test]
+    fn input_problems_land_on_their_condition() {
+        let s = spec(TlsMode::StartTls, true, true);
+        for (condition, reason) in [
+            (types::CREDENTIALS_RESOLVED, reasons::SECRET_NOT_FOUND),
+            (types::CREDENTIALS_RESOLVED, reasons::SECRET_KEY_MISSING),
+            (types::SECURE_TRANSPORT, reasons::CA_BUNDLE_NOT_FOUND),
+            (types::READY, reasons::INVALID_SPEC),
+        ] {
+            let p = InputProblem {
+                condition,
+                reason,
+                message: "explained".into(),
+            };
+            let d = desired_conditions(&s, None, &Err(p));
+            assert_eq!(status_of(&d, condition), Some((False, reason.into())));
+            assert_eq!(status_of(&d, types::READY), Some((False, reason.into())));
+            assert_eq!(
+                status_of(&d, types::CONNECTED),
+                Some((Unknown, reasons::NOT_ATTEMPTED.into()))
+            );
+            assert_eq!(d.iter().filter(|c| c.type_ == types::READY).count(), 1);
+        }
+    }
+
+    #[test]
+    fn transition_time_moves_only_with_status() {
+        let old = merge_conditions(
+            &[],
+            vec![desired(types::READY, True, reasons::VERIFIED, "a")],
+            Some(1),
+            "2026-01-01T00:00:00Z",
+        );
+        let same = merge_conditions(
+            &old,
+            vec![desired(types::READY, True, reasons::VERIFIED, "b")],
+            Some(2),
+            "2026-02-01T00:00:00Z",
+        );
+        assert_eq!(same[0].last_transition_time, "2026-01-01T00:00:00Z");
+        assert_eq!(same[0].observed_generation, Some(2));
+        let changed = merge_conditions(
+            &same,
+            vec![desired(types::READY, False, "Timeout", "c")],
+            Some(2),
+            "2026-03-01T00:00:00Z",
+        );
+        assert_eq!(changed[0].last_transition_time, "2026-03-01T00:00:00Z");
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn verified_at(time: &str, result: &str, failures: i32) -> SmtpRelayStatus {
+        SmtpRelayStatus {
+            observed_generation: Some(3),
+            consecutive_failures: failures,
+            last_verification: Some(LastVerification {
+                time: time.into(),
+                result: result.into(),
+                inputs: "g3/s10".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn verification_is_due_on_change_or_schedule_only() {
+        let hour = Duration::from_secs(3600);
+        let now = ts("2026-01-01T00:30:00Z");
+        let ok = verified_at("2026-01-01T00:00:00Z", RESULT_SUCCEEDED, 0);
+        assert_eq!(verification_due(None, Some(3), "g3/s10", hour, now), Due::Now);
+        assert_eq!(
+            verification_due(Some(&ok), Some(3), "g3/s10", hour, now),
+            Due::In(Duration::from_secs(1800))
+        );
+        assert_eq!(verification_due(Some(&ok), Some(4), "g3/s10", hour, now), Due::Now);
+        assert_eq!(verification_due(Some(&ok), Some(3), "g3/s11", hour, now), Due::Now);
+        assert_eq!(
+            verification_due(Some(&ok), Some(3), "g3/s10", hour, ts("2026-01-01T01:00:00Z")),
+            Due::Now
+        );
+        let failed = verified_at("2026-01-01T00:29:50Z", RESULT_FAILED, 3);
+        assert_eq!(
+            verification_due(Some(&failed), Some(3), "g3/s10", hour, now),
+            Due::In(Duration::from_secs(30))
+        );
+        let garbage = verified_at("yesterday", RESULT_SUCCEEDED, 0);
+        assert_eq!(verification_due(Some(&garbage), Some(3), "g3/s10", hour, now), Due::Now);
+    }
+
+    #[test]
+    fn retries_back_off_and_are_capped() {
+        let hour = Duration::from_secs(3600);
+        let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n, hour).as_secs()).collect();
+        assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(retry_delay(1000, Duration::from_secs(60)), Duration::from_secs(60));
+        assert_eq!(retry_delay(0, hour), Duration::from_secs(10));
+        assert_eq!(retry_delay(-5, hour), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn events_only_on_transitions() {
+        let s = spec(TlsMode::StartTls, false, false);
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let ok = next_status(&s, Some(1), None, "g1", &Ok(outcome(None)), t0);
+        let first = transition(None, &ok).expect("first verification is a transition");
+        assert!(!first.warning);
+        let again = next_status(&s, Some(1), Some(&ok), "g1", &Ok(outcome(None)), t0);
+        assert_eq!(transition(Some(&ok), &again), None, "periodic success is silent");
+        let bad = next_status(
+            &s,
+            Some(1),
+            Some(&again),
+            "g1",
+            &Ok(outcome(Some((Step::Connect, FailureReason::ConnectionRefused)))),
+            t0,
+        );
+        let t = transition(Some(&again), &bad).expect("failure is a transition");
+        assert!(t.warning && t.note.starts_with("ConnectionRefused"));
+        assert_eq!(bad.consecutive_failures, 1);
+        let worse = next_status(
+            &s,
+            Some(1),
+            Some(&bad),
+            "g1",
+            &Ok(outcome(Some((Step::Connect, FailureReason::ConnectionRefused)))),
+            t0,
+        );
+        assert_eq!(worse.consecutive_failures, 2);
+        assert_eq!(transition(Some(&bad), &worse), None);
+        let other = next_status(
+            &s,
+            Some(1),
+            Some(&worse),
+            "g1",
+            &Ok(outcome(Some((Step::Greeting, FailureReason::Timeout)))),
+            t0,
+        );
+        assert!(transition(Some(&worse), &other).is_some(), "a new reason is a transition");
+    }
+
+    #[test]
+    fn an_unchanged_verification_produces_an_identical_status_apart_from_time() {
+        let s = spec(TlsMode::StartTls, true, false);
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let a = next_status(&s, Some(1), None, "g1/s1", &Ok(outcome(None)), t0);
+        let b = next_status(&s, Some(1), Some(&a), "g1/s1", &Ok(outcome(None)), t0);
+        assert_eq!(a, b);
+        assert_eq!(a.port, Some(587));
+        assert_eq!(a.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_failed_session_keeps_what_the_server_said_before() {
+        let s = spec(TlsMode::StartTls, false, false);
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let ok = next_status(&s, Some(1), None, "g1", &Ok(outcome(None)), t0);
+        let refused = Outcome {
+            failure: Some(Failure {
+                step: Step::Connect,
+                reason: FailureReason::ConnectionRefused,
+                code: None,
+                message: "refused".into(),
+            }),
+            ..Default::default()
+        };
+        let next = next_status(&s, Some(1), Some(&ok), "g1", &Ok(refused), t0);
+        assert_eq!(next.server, ok.server);
+    }
+
+    #[test]
+    fn durations_parse_like_the_api_server() {
+        assert_eq!(parse_duration("f", "1h30m").ok(), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("f", "90s").ok(), Some(Duration::from_secs(90)));
+        assert!(parse_duration("f", "10 minutes").is_err());
+        assert!(parse_duration("f", "-5m").is_err());
+        let mut s = spec(TlsMode::StartTls, false, false);
+        s.verification.interval = "10s".into();
+        assert_eq!(schedule(&s).map_err(|p| p.reason), Err(reasons::INVALID_SPEC));
+        s.verification.interval = "1m".into();
+        s.verification.timeout = "10m".into();
+        assert!(schedule(&s).is_err());
+        s.port = Some(70000);
+        assert!(effective_port(&s).is_err());
+        s.port = None;
+        s.tls.mode = TlsMode::Tls;
+        assert_eq!(effective_port(&s).ok(), Some(465));
     }
 }
