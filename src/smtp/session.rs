@@ -633,12 +633,36 @@ enum Inner {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Inner {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Inner::Plain(s) => s,
+            Inner::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+/// Acknowledge what the server sends at once instead of after the ~40 ms delayed-ACK
+/// timer. Servers that write small replies with Nagle's algorithm on (Postfix does)
+/// otherwise stall each time they have unacknowledged data in flight, e.g. TLS 1.3
+/// session tickets followed by the greeting or EHLO reply. Linux drops quick-ACK mode
+/// on its own, so it is re-armed before every read.
+fn quick_ack(tcp: &TcpStream) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = tcp;
+}
+
 impl AsyncRead for Inner {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        quick_ack(self.tcp());
         match self.get_mut() {
             Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
