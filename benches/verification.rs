@@ -118,17 +118,30 @@ async fn stock_lettre(h: &support::Harness, n: usize) -> Vec<Duration> {
 #[tokio::main]
 async fn main() {
     let h = support::harness();
-    let n: usize = std::env::var("BENCH_SESSIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let n: usize = std::env::var("BENCH_SESSIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
     let t = full_target(h);
 
-    println!("## 1. One full verification (STARTTLS + AUTH PLAIN + test message), {n} sessions, loopback Postfix");
+    println!(
+        "## 1. One full verification (STARTTLS + AUTH PLAIN + test message), {n} sessions, loopback Postfix"
+    );
     let _ = ours(&t, 3).await; // warm-up
     let mine = ours(&t, n).await;
     let stock = stock_lettre(h, n).await;
     let (p50, p95) = (percentile(&mine, 0.5), percentile(&mine, 0.95));
     let (s50, s95) = (percentile(&stock, 0.5), percentile(&stock, 0.95));
-    println!("smtp-relay-operator verify : p50 {:7.2} ms   p95 {:7.2} ms", ms(p50), ms(p95));
-    println!("lettre AsyncSmtpTransport  : p50 {:7.2} ms   p95 {:7.2} ms", ms(s50), ms(s95));
+    println!(
+        "smtp-relay-operator verify : p50 {:7.2} ms   p95 {:7.2} ms",
+        ms(p50),
+        ms(p95)
+    );
+    println!(
+        "lettre AsyncSmtpTransport  : p50 {:7.2} ms   p95 {:7.2} ms",
+        ms(s50),
+        ms(s95)
+    );
     println!("ratio (stock / ours, p50)  : {:.1}x", ms(s50) / ms(p50));
 
     println!("\n## 2. 200 relays verified concurrently, per-host cap 2");
@@ -171,7 +184,9 @@ async fn main() {
         limiter.max_observed(&t.host)
     );
 
-    println!("\n## 3. Decision functions over 2,000 relays (observed facts → status, change detection)");
+    println!(
+        "\n## 3. Decision functions over 2,000 relays (observed facts → status, change detection)"
+    );
     decision_bench();
 
     println!("\n## 4. Timeouts");
@@ -203,7 +218,10 @@ async fn main() {
     tarpit.timeout = Duration::from_millis(500);
     let start = Instant::now();
     smtp::verify(&tarpit).await;
-    println!("tarpit with timeout 500ms failed after {:.0} ms", ms(start.elapsed()));
+    println!(
+        "tarpit with timeout 500ms failed after {:.0} ms",
+        ms(start.elapsed())
+    );
 }
 
 fn decision_bench() {
@@ -226,10 +244,19 @@ fn decision_bench() {
         verification: VerificationSpec::default(),
     };
     let outcome = Outcome {
-        steps: [Step::Dns, Step::Connect, Step::Greeting, Step::Ehlo, Step::StartTls, Step::Tls, Step::Ehlo, Step::Quit]
-            .into_iter()
-            .map(|s| (s, Duration::from_millis(1)))
-            .collect(),
+        steps: [
+            Step::Dns,
+            Step::Connect,
+            Step::Greeting,
+            Step::Ehlo,
+            Step::StartTls,
+            Step::Tls,
+            Step::Ehlo,
+            Step::Quit,
+        ]
+        .into_iter()
+        .map(|s| (s, Duration::from_millis(1)))
+        .collect(),
         failure: None,
         server: ServerFacts {
             banner: Some("mx ESMTP".into()),

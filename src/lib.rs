@@ -3,6 +3,10 @@
 
 pub mod api;
 pub mod controller;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod runtime;
 pub mod schema;
-pub mod verify;
 pub mod smtp;
+pub mod verify;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use smtp_relay_operator::{api, controller, verify};
+use smtp_relay_operator::{api, controller, runtime, verify};
 
 #[derive(Parser)]
 #[command(name = "smtp-relay-operator", version, about)]
@@ -37,6 +37,18 @@ enum Command {
         /// Concurrent reconciles per kind.
         #[arg(long, default_value_t = 16)]
         concurrency: u16,
+        /// Address of /healthz, /readyz and /metrics.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_addr: std::net::SocketAddr,
+        /// Take a coordination.k8s.io Lease before acting (for replicas > 1).
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        leader_election: bool,
+        /// Name of the Lease, in --namespace.
+        #[arg(long, default_value = "smtp-relay-operator")]
+        lease_name: String,
+        /// Longest wait for in-flight SMTP sessions on shutdown.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        shutdown_timeout: std::time::Duration,
     },
     /// Print the CRDs as YAML, or write one file per CRD into a directory.
     Crd {
@@ -64,11 +76,17 @@ enum Command {
     },
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    smtp_relay_operator::controller::relay::parse_duration("duration", s).map_err(|p| p.message)
+}
+
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -85,33 +103,44 @@ async fn main() -> ExitCode {
             namespace,
             sessions_per_host,
             concurrency,
+            metrics_addr,
+            leader_election,
+            lease_name,
+            shutdown_timeout,
         } => {
             init_logging(cli.log_json);
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("error: cannot reach the cluster: {e}");
+                    eprintln!("error: cannot configure a cluster client: {e}");
                     return ExitCode::from(2);
                 }
             };
-            let instance = std::env::var("POD_NAME").unwrap_or_else(|_| "local".into());
-            let reporter = kube::runtime::events::Reporter {
-                controller: controller::MANAGER.into(),
-                instance: Some(instance),
-            };
-            tracing::info!(%namespace, sessions_per_host, "starting controllers");
-            controller::run(
-                client,
-                controller::Settings {
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("local-{}", std::process::id()));
+            tracing::info!(%namespace, sessions_per_host, leader_election, "starting");
+            let opts = runtime::RunOptions {
+                settings: controller::Settings {
                     operator_namespace: namespace,
                     sessions_per_host,
                     concurrency,
                 },
-                reporter,
-            )
-            .await;
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
+                metrics_addr,
+                leader_election,
+                lease_name,
+                identity,
+                shutdown_timeout,
+            };
+            match runtime::run(client, opts).await {
+                Ok(()) => {
+                    tracing::info!("stopped");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Verify {
             files,
@@ -148,7 +177,8 @@ fn crd(out_dirs: Vec<PathBuf>) -> ExitCode {
     for dir in out_dirs {
         for (name, yaml) in &docs {
             let path = dir.join(name);
-            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, yaml)) {
+            if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&path, yaml))
+            {
                 eprintln!("error: writing {}: {e}", path.display());
                 return ExitCode::FAILURE;
             }

@@ -13,7 +13,13 @@ pub fn validate(schema: &Value, value: &Value) -> Vec<String> {
 }
 
 fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    let at = |p: &str| if p.is_empty() { "<root>".to_string() } else { p.to_string() };
+    let at = |p: &str| {
+        if p.is_empty() {
+            "<root>".to_string()
+        } else {
+            p.to_string()
+        }
+    };
     if value.is_null() {
         if schema.get("nullable").and_then(Value::as_bool) != Some(true) {
             errors.push(format!("{}: must not be null", at(path)));
@@ -21,7 +27,11 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
         return;
     }
     let ty = schema.get("type").and_then(Value::as_str);
-    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         return;
     }
     match ty {
@@ -120,12 +130,18 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
             if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
                 && n > max
             {
-                errors.push(format!("{}: should be less than or equal to {max}", at(path)));
+                errors.push(format!(
+                    "{}: should be less than or equal to {max}",
+                    at(path)
+                ));
             }
             if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
                 && n < min
             {
-                errors.push(format!("{}: should be greater than or equal to {min}", at(path)));
+                errors.push(format!(
+                    "{}: should be greater than or equal to {min}",
+                    at(path)
+                ));
             }
         }
         Some("boolean") if !value.is_boolean() => {
@@ -171,7 +187,11 @@ pub fn validate_against_crd(
         && let Err(e) = kube::core::cel::Validator::new().validate(&schema, object, None)
     {
         errors.extend(e.into_vec().into_iter().map(|e| {
-            let path = if e.field_path.is_empty() { "<root>".to_string() } else { e.field_path };
+            let path = if e.field_path.is_empty() {
+                "<root>".to_string()
+            } else {
+                e.field_path
+            };
             format!("{path}: {}", e.message)
         }));
     }

@@ -116,7 +116,10 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
         if value.is_null() {
             continue;
         }
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
         let meta = value.get("metadata");
         let name = meta
@@ -184,7 +187,11 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
             ("v1", "Secret" | "ConfigMap") => {
                 let name = name.ok_or_else(|| bad("metadata.name: required value".into()))?;
                 let mut data = BTreeMap::new();
-                let binary_key = if kind == "Secret" { "data" } else { "binaryData" };
+                let binary_key = if kind == "Secret" {
+                    "data"
+                } else {
+                    "binaryData"
+                };
                 for (k, v) in value
                     .get(binary_key)
                     .and_then(Value::as_object)
@@ -197,7 +204,11 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
                         .map_err(|_| bad(format!("{binary_key}.{k}: not valid base64")))?;
                     data.insert(k.clone(), bytes);
                 }
-                let text_key = if kind == "Secret" { "stringData" } else { "data" };
+                let text_key = if kind == "Secret" {
+                    "stringData"
+                } else {
+                    "data"
+                };
                 for (k, v) in value
                     .get(text_key)
                     .and_then(Value::as_object)
@@ -248,7 +259,10 @@ impl Source for FileSource {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Fetched>, SourceError> {
-        if let Some(s) = self.config_maps.get(&(namespace.to_string(), name.to_string())) {
+        if let Some(s) = self
+            .config_maps
+            .get(&(namespace.to_string(), name.to_string()))
+        {
             return Ok(Some(s.clone()));
         }
         match &self.cluster {

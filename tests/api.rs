@@ -67,30 +67,144 @@ fn the_schema_refuses_bad_input_with_a_readable_message() {
     let cases: Vec<(&str, Value, &str)> = vec![
         ("port 0", with(&["port"], json!(0)), "spec.port"),
         ("port 70000", with(&["port"], json!(70000)), "spec.port"),
-        ("host with scheme", with(&["host"], json!("smtp://mail.example.com")), "spec.host"),
-        ("host with path", with(&["host"], json!("mail.example.com/x")), "spec.host"),
-        ("host with space", with(&["host"], json!("mail example.com")), "spec.host"),
-        ("bad sender", with(&["defaultSender", "address"], json!("not-an-address")), "spec.defaultSender.address"),
-        ("two @", with(&["defaultSender", "address"], json!("a@b@example.com")), "spec.defaultSender.address"),
-        ("CRLF in display name", with(&["defaultSender", "name"], json!("Evil\r\nBcc: x@y.z")), "spec.defaultSender.name"),
-        ("CRLF in header value", with(&["customHeaders"], json!([{"name": "X-A", "value": "a\r\nBcc: victim@example.com"}])), "spec.customHeaders[0].value"),
-        ("LF in header value", with(&["customHeaders"], json!([{"name": "X-A", "value": "a\nb"}])), "spec.customHeaders[0].value"),
-        ("colon in header name", with(&["customHeaders"], json!([{"name": "X-A:", "value": "v"}])), "spec.customHeaders[0].name"),
-        ("space in header name", with(&["customHeaders"], json!([{"name": "X A", "value": "v"}])), "spec.customHeaders[0].name"),
-        ("override From", with(&["customHeaders"], json!([{"name": "from", "value": "x@y.z"}])), "cannot be overridden"),
-        ("override Message-ID", with(&["customHeaders"], json!([{"name": "Message-ID", "value": "<x@y>"}])), "cannot be overridden"),
-        ("duplicate headers", with(&["customHeaders"], json!([{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}])), "unique"),
-        ("interval 10s", with(&["verification", "interval"], json!("10s")), "at least 1m"),
-        ("interval prose", with(&["verification", "interval"], json!("ten minutes")), "spec.verification.interval"),
-        ("timeout 10m", with(&["verification", "timeout"], json!("10m")), "between 1s and 5m"),
-        ("timeout 0s", with(&["verification", "timeout"], json!("0s")), "between 1s and 5m"),
-        ("bad recipient", with(&["verification", "recipient"], json!("inbox")), "spec.verification.recipient"),
-        ("unknown tls mode", with(&["tls", "mode"], json!("SSL")), "spec.tls.mode"),
-        ("unknown mechanism", with(&["auth"], json!({"mechanism": "CramMd5", "credentialsSecretRef": {"name": "s"}})), "spec.auth.mechanism"),
-        ("usage not a label", with(&["usage"], json!(["Purchasing Dept"])), "spec.usage[0]"),
-        ("duplicate usage", with(&["usage"], json!(["sales", "sales"])), "unique"),
-        ("missing host", json!({"defaultSender": {"address": "a@example.com"}}), "spec.host: required"),
-        ("unknown field", with(&["hostname"], json!("x")), "spec.hostname: unknown field"),
+        (
+            "host with scheme",
+            with(&["host"], json!("smtp://mail.example.com")),
+            "spec.host",
+        ),
+        (
+            "host with path",
+            with(&["host"], json!("mail.example.com/x")),
+            "spec.host",
+        ),
+        (
+            "host with space",
+            with(&["host"], json!("mail example.com")),
+            "spec.host",
+        ),
+        (
+            "bad sender",
+            with(&["defaultSender", "address"], json!("not-an-address")),
+            "spec.defaultSender.address",
+        ),
+        (
+            "two @",
+            with(&["defaultSender", "address"], json!("a@b@example.com")),
+            "spec.defaultSender.address",
+        ),
+        (
+            "CRLF in display name",
+            with(&["defaultSender", "name"], json!("Evil\r\nBcc: x@y.z")),
+            "spec.defaultSender.name",
+        ),
+        (
+            "CRLF in header value",
+            with(
+                &["customHeaders"],
+                json!([{"name": "X-A", "value": "a\r\nBcc: victim@example.com"}]),
+            ),
+            "spec.customHeaders[0].value",
+        ),
+        (
+            "LF in header value",
+            with(
+                &["customHeaders"],
+                json!([{"name": "X-A", "value": "a\nb"}]),
+            ),
+            "spec.customHeaders[0].value",
+        ),
+        (
+            "colon in header name",
+            with(&["customHeaders"], json!([{"name": "X-A:", "value": "v"}])),
+            "spec.customHeaders[0].name",
+        ),
+        (
+            "space in header name",
+            with(&["customHeaders"], json!([{"name": "X A", "value": "v"}])),
+            "spec.customHeaders[0].name",
+        ),
+        (
+            "override From",
+            with(
+                &["customHeaders"],
+                json!([{"name": "from", "value": "x@y.z"}]),
+            ),
+            "cannot be overridden",
+        ),
+        (
+            "override Message-ID",
+            with(
+                &["customHeaders"],
+                json!([{"name": "Message-ID", "value": "<x@y>"}]),
+            ),
+            "cannot be overridden",
+        ),
+        (
+            "duplicate headers",
+            with(
+                &["customHeaders"],
+                json!([{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]),
+            ),
+            "unique",
+        ),
+        (
+            "interval 10s",
+            with(&["verification", "interval"], json!("10s")),
+            "at least 1m",
+        ),
+        (
+            "interval prose",
+            with(&["verification", "interval"], json!("ten minutes")),
+            "spec.verification.interval",
+        ),
+        (
+            "timeout 10m",
+            with(&["verification", "timeout"], json!("10m")),
+            "between 1s and 5m",
+        ),
+        (
+            "timeout 0s",
+            with(&["verification", "timeout"], json!("0s")),
+            "between 1s and 5m",
+        ),
+        (
+            "bad recipient",
+            with(&["verification", "recipient"], json!("inbox")),
+            "spec.verification.recipient",
+        ),
+        (
+            "unknown tls mode",
+            with(&["tls", "mode"], json!("SSL")),
+            "spec.tls.mode",
+        ),
+        (
+            "unknown mechanism",
+            with(
+                &["auth"],
+                json!({"mechanism": "CramMd5", "credentialsSecretRef": {"name": "s"}}),
+            ),
+            "spec.auth.mechanism",
+        ),
+        (
+            "usage not a label",
+            with(&["usage"], json!(["Purchasing Dept"])),
+            "spec.usage[0]",
+        ),
+        (
+            "duplicate usage",
+            with(&["usage"], json!(["sales", "sales"])),
+            "unique",
+        ),
+        (
+            "missing host",
+            json!({"defaultSender": {"address": "a@example.com"}}),
+            "spec.host: required",
+        ),
+        (
+            "unknown field",
+            with(&["hostname"], json!("x")),
+            "spec.hostname: unknown field",
+        ),
     ];
     for (what, spec, expected) in cases {
         let errs = errors(spec);
@@ -106,7 +220,9 @@ fn cross_namespace_references_are_refused_on_namespaced_relays() {
     // The CRD carries a CEL rule (checked by the API server, see tests/e2e); the
     // offline evaluator cannot run nested has(), so `verify` checks the same thing.
     let crd = serde_json::to_string(&SmtpRelay::crd()).expect("json");
-    assert!(crd.contains("!has(self.spec.auth) || !has(self.spec.auth.credentialsSecretRef.namespace)"));
+    assert!(
+        crd.contains("!has(self.spec.auth) || !has(self.spec.auth.credentialsSecretRef.namespace)")
+    );
     let yaml = r#"
 apiVersion: smtprelay.io/v1alpha1
 kind: SmtpRelay
@@ -119,7 +235,10 @@ spec:
     let mut m = smtp_relay_operator::verify::Manifests::default();
     let err = smtp_relay_operator::verify::load_text(yaml, "x.yaml", &mut m).expect_err("refused");
     let text = err.to_string();
-    assert!(text.contains("x.yaml (document 1)") && text.contains("only allowed on ClusterSmtpRelay"), "{text}");
+    assert!(
+        text.contains("x.yaml (document 1)") && text.contains("only allowed on ClusterSmtpRelay"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -129,10 +248,22 @@ fn good_variants_are_accepted() {
         with(&["host"], json!("[2001:db8::25]")),
         with(&["host"], json!("smtp.example.com.")),
         with(&["port"], json!(2525)),
-        with(&["defaultSender", "address"], json!("o'brien+tag@mail.example.co.uk")),
-        with(&["customHeaders"], json!([{"name": "X-Mailer-Team", "value": "sales; campaign=été"}])),
-        with(&["verification"], json!({"interval": "1h30m", "timeout": "45s", "recipient": "ops@example.com"})),
-        with(&["tls"], json!({"mode": "Tls", "serverName": "relay.internal", "caBundleRef": {"kind": "ConfigMap", "name": "ca"}})),
+        with(
+            &["defaultSender", "address"],
+            json!("o'brien+tag@mail.example.co.uk"),
+        ),
+        with(
+            &["customHeaders"],
+            json!([{"name": "X-Mailer-Team", "value": "sales; campaign=été"}]),
+        ),
+        with(
+            &["verification"],
+            json!({"interval": "1h30m", "timeout": "45s", "recipient": "ops@example.com"}),
+        ),
+        with(
+            &["tls"],
+            json!({"mode": "Tls", "serverName": "relay.internal", "caBundleRef": {"kind": "ConfigMap", "name": "ca"}}),
+        ),
         with(&["usage"], json!(["purchasing", "sales", "production"])),
     ] {
         assert_eq!(errors(spec.clone()), Vec::<String>::new(), "{spec}");
@@ -153,7 +284,10 @@ fn cluster_relays_may_name_secret_namespaces() {
             "allowedNamespaces": {"matchLabels": {"mail": "allowed"}},
         },
     });
-    assert_eq!(validate_against_crd(&ClusterSmtpRelay::crd(), &obj), Vec::<String>::new());
+    assert_eq!(
+        validate_against_crd(&ClusterSmtpRelay::crd(), &obj),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -169,12 +303,36 @@ fn crds_have_printer_columns_short_names_and_category() {
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        for want in ["Host", "Port", "Security", "Auth", "Sender", "Usage", "Ready", "Last Verified", "Age"] {
-            assert!(cols.contains(&want), "{}: missing column {want}", names.kind);
+        for want in [
+            "Host",
+            "Port",
+            "Security",
+            "Auth",
+            "Sender",
+            "Usage",
+            "Ready",
+            "Last Verified",
+            "Age",
+        ] {
+            assert!(
+                cols.contains(&want),
+                "{}: missing column {want}",
+                names.kind
+            );
         }
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
         // Every spec field is documented for `kubectl explain`.
-        let schema = serde_json::to_value(v.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref())).expect("schema");
+        let schema = serde_json::to_value(
+            v.schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.as_ref()),
+        )
+        .expect("schema");
         let mut undocumented = Vec::new();
         fn walk(v: &Value, path: String, out: &mut Vec<String>) {
             if let Some(props) = v.get("properties").and_then(Value::as_object) {
@@ -190,8 +348,16 @@ fn crds_have_printer_columns_short_names_and_category() {
                 }
             }
         }
-        walk(&schema["properties"]["spec"], "spec".into(), &mut undocumented);
-        assert!(undocumented.is_empty(), "{}: undocumented fields {undocumented:?}", names.kind);
+        walk(
+            &schema["properties"]["spec"],
+            "spec".into(),
+            &mut undocumented,
+        );
+        assert!(
+            undocumented.is_empty(),
+            "{}: undocumented fields {undocumented:?}",
+            names.kind
+        );
     }
 }
 

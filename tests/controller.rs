@@ -38,6 +38,7 @@ fn context() -> (Arc<Context>, Handle) {
             },
         ),
         cluster_relays: store,
+        metrics: Arc::new(smtp_relay_operator::metrics::Metrics::new()),
     };
     (Arc::new(ctx), handle)
 }
@@ -85,7 +86,10 @@ fn condition<'a>(status: &'a Value, t: &str) -> &'a Value {
 async fn expect_event(handle: &mut Handle) -> Value {
     let (req, send) = handle.next_request().await.expect("event request");
     assert_eq!(req.method(), http::Method::POST);
-    assert_eq!(req.uri().path(), "/apis/events.k8s.io/v1/namespaces/team/events");
+    assert_eq!(
+        req.uri().path(),
+        "/apis/events.k8s.io/v1/namespaces/team/events"
+    );
     let event = body_json(req).await;
     respond(send, StatusCode::CREATED, event.clone());
     event
@@ -93,7 +97,10 @@ async fn expect_event(handle: &mut Handle) -> Value {
 
 async fn no_more_requests(handle: &mut Handle) {
     let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-    assert!(next.is_err() || next.is_ok_and(|r| r.is_none()), "unexpected API request");
+    assert!(
+        next.is_err() || next.is_ok_and(|r| r.is_none()),
+        "unexpected API request"
+    );
 }
 
 #[tokio::test]
@@ -114,10 +121,15 @@ async fn status_is_written_with_server_side_apply_and_an_event_on_transition() {
         "/apis/smtprelay.io/v1alpha1/namespaces/team/smtprelays/corporate/status"
     );
     let query = req.uri().query().unwrap_or("");
-    assert!(query.contains("fieldManager=smtp-relay-operator"), "{query}");
+    assert!(
+        query.contains("fieldManager=smtp-relay-operator"),
+        "{query}"
+    );
     assert!(query.contains("force=true"), "{query}");
     assert_eq!(
-        req.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/apply-patch+yaml")
     );
     let patch = body_json(req).await;
@@ -131,7 +143,10 @@ async fn status_is_written_with_server_side_apply_and_an_event_on_transition() {
     assert_eq!(ready["status"], "False");
     assert_eq!(ready["reason"], "ConnectionRefused");
     assert_eq!(ready["observedGeneration"], 1);
-    assert_eq!(condition(status, "Connected")["reason"], "ConnectionRefused");
+    assert_eq!(
+        condition(status, "Connected")["reason"],
+        "ConnectionRefused"
+    );
     assert_eq!(status["lastVerification"]["failedStep"], "connect");
     let mut echoed = serde_json::to_value(obj.as_ref()).expect("obj");
     echoed["status"] = status.clone();
@@ -140,7 +155,12 @@ async fn status_is_written_with_server_side_apply_and_an_event_on_transition() {
     let event = expect_event(&mut handle).await;
     assert_eq!(event["type"], "Warning");
     assert_eq!(event["reason"], "VerificationFailed");
-    assert!(event["note"].as_str().unwrap_or("").starts_with("ConnectionRefused"));
+    assert!(
+        event["note"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("ConnectionRefused")
+    );
 
     let action = task.await.expect("join").expect("reconcile");
     let _ = action;
@@ -150,7 +170,10 @@ async fn status_is_written_with_server_side_apply_and_an_event_on_transition() {
 #[tokio::test]
 async fn a_reconcile_with_nothing_due_writes_nothing() {
     let (ctx, mut handle) = context();
-    let now = jiff::Timestamp::now().round(jiff::Unit::Second).expect("ts").to_string();
+    let now = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .expect("ts")
+        .to_string();
     let status = json!({
         "observedGeneration": 1,
         "port": 25,
@@ -163,7 +186,9 @@ async fn a_reconcile_with_nothing_due_writes_nothing() {
                "defaultSender": {"address": "a@example.test"}}),
         Some(status),
     ));
-    smtp_relay::reconcile(obj, Arc::clone(&ctx)).await.expect("reconcile");
+    smtp_relay::reconcile(obj, Arc::clone(&ctx))
+        .await
+        .expect("reconcile");
     no_more_requests(&mut handle).await;
 }
 
@@ -185,7 +210,10 @@ async fn a_missing_secret_is_reported_without_connecting() {
     let (req, send) = handle.next_request().await.expect("status patch");
     let patch = body_json(req).await;
     let status = &patch["status"];
-    assert_eq!(condition(status, "CredentialsResolved")["reason"], "SecretNotFound");
+    assert_eq!(
+        condition(status, "CredentialsResolved")["reason"],
+        "SecretNotFound"
+    );
     assert_eq!(condition(status, "Ready")["reason"], "SecretNotFound");
     assert_eq!(condition(status, "Connected")["status"], "Unknown");
     assert!(
@@ -194,7 +222,11 @@ async fn a_missing_secret_is_reported_without_connecting() {
             .unwrap_or("")
             .contains("Secret team/creds does not exist")
     );
-    respond(send, StatusCode::OK, serde_json::to_value(obj.as_ref()).expect("obj"));
+    respond(
+        send,
+        StatusCode::OK,
+        serde_json::to_value(obj.as_ref()).expect("obj"),
+    );
     expect_event(&mut handle).await;
     task.await.expect("join").expect("reconcile");
 }
@@ -234,13 +266,27 @@ async fn the_password_never_reaches_status_or_events() {
                "data": {"ca.crt": ca}}),
     );
     let (req, send) = handle.next_request().await.expect("status patch");
-    let raw = String::from_utf8(req.into_body().collect_bytes().await.expect("b").to_vec()).expect("utf8");
-    assert!(!raw.contains(wrong) && !raw.contains(&b64(wrong)), "password in status: {raw}");
+    let raw = String::from_utf8(req.into_body().collect_bytes().await.expect("b").to_vec())
+        .expect("utf8");
+    assert!(
+        !raw.contains(wrong) && !raw.contains(&b64(wrong)),
+        "password in status: {raw}"
+    );
     let patch: Value = serde_json::from_str(&raw).expect("json");
-    assert_eq!(condition(&patch["status"], "Ready")["reason"], "AuthRejected");
-    assert_eq!(condition(&patch["status"], "SecureTransport")["reason"], "TlsEstablished");
+    assert_eq!(
+        condition(&patch["status"], "Ready")["reason"],
+        "AuthRejected"
+    );
+    assert_eq!(
+        condition(&patch["status"], "SecureTransport")["reason"],
+        "TlsEstablished"
+    );
     assert_eq!(patch["status"]["lastVerification"]["inputs"], "g1/s77/c5");
-    respond(send, StatusCode::OK, serde_json::to_value(obj.as_ref()).expect("obj"));
+    respond(
+        send,
+        StatusCode::OK,
+        serde_json::to_value(obj.as_ref()).expect("obj"),
+    );
     let event = expect_event(&mut handle).await;
     assert!(!event.to_string().contains(wrong));
     assert!(event["note"].as_str().unwrap_or("").contains("535"));
@@ -266,7 +312,10 @@ fn only_the_oldest_default_claim_is_honoured() {
     let c = cluster_relay("c-not-default", "2025-01-01T00:00:00Z", false);
     let all = vec![Arc::clone(&a), Arc::clone(&b), Arc::clone(&c)];
     let claim_a = default_claim(&a, &all).expect("claims");
-    assert_eq!((claim_a.reason.as_str(), claim_a.message.contains("b-older")), ("DefaultConflict", true));
+    assert_eq!(
+        (claim_a.reason.as_str(), claim_a.message.contains("b-older")),
+        ("DefaultConflict", true)
+    );
     let claim_b = default_claim(&b, &all).expect("claims");
     assert_eq!(claim_b.reason, "Honoured");
     assert!(claim_b.message.contains("a-newer"));
@@ -276,6 +325,103 @@ fn only_the_oldest_default_claim_is_honoured() {
     let y = cluster_relay("y", "2026-01-01T00:00:00Z", true);
     let both = vec![Arc::clone(&x), Arc::clone(&y)];
     assert_eq!(default_claim(&x, &both).expect("x").reason, "Honoured");
-    assert_eq!(default_claim(&y, &both).expect("y").reason, "DefaultConflict");
+    assert_eq!(
+        default_claim(&y, &both).expect("y").reason,
+        "DefaultConflict"
+    );
     let _ = SmtpRelay::kind(&());
+}
+
+#[tokio::test]
+async fn leader_election_creates_the_lease_when_absent_and_waits_for_a_live_holder() {
+    use smtp_relay_operator::leader::{Elector, LeaseConfig};
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let elector = Elector::new(
+        client,
+        LeaseConfig {
+            namespace: "smtp-relay-system".into(),
+            name: "smtp-relay-operator".into(),
+            identity: "pod-a".into(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(4),
+        },
+    );
+    let path = "/apis/coordination.k8s.io/v1/namespaces/smtp-relay-system/leases";
+    let task = tokio::spawn(async move {
+        let first = elector.try_once().await.expect("first attempt");
+        let second = elector.try_once().await.expect("second attempt");
+        (first, second)
+    });
+    let (req, send) = handle.next_request().await.expect("get");
+    assert_eq!(
+        (req.method().clone(), req.uri().path()),
+        (http::Method::GET, &*format!("{path}/smtp-relay-operator"))
+    );
+    respond(send, StatusCode::NOT_FOUND, not_found("leases"));
+    let (req, send) = handle.next_request().await.expect("create");
+    assert_eq!(
+        (req.method().clone(), req.uri().path()),
+        (http::Method::POST, path)
+    );
+    let lease = body_json(req).await;
+    assert_eq!(lease["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 15);
+    respond(send, StatusCode::CREATED, lease);
+    // Someone else renewed it a moment ago: wait, write nothing.
+    let (_req, send) = handle.next_request().await.expect("get");
+    let now = jiff::Timestamp::now().to_string();
+    respond(
+        send,
+        StatusCode::OK,
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": "smtp-relay-operator", "namespace": "smtp-relay-system", "resourceVersion": "9"},
+               "spec": {"holderIdentity": "pod-b", "leaseDurationSeconds": 15, "renewTime": now}}),
+    );
+    let (first, second) = task.await.expect("join");
+    assert!(first, "created and holds the lease");
+    assert!(!second, "a live lease held by another replica is respected");
+    no_more_requests(&mut handle).await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_endpoints() {
+    use smtp_relay_operator::http::{Probe, router};
+    use std::sync::atomic::Ordering;
+    use tower::ServiceExt as _;
+    let metrics = Arc::new(smtp_relay_operator::metrics::Metrics::new());
+    let probe = Arc::new(Probe {
+        metrics: Arc::clone(&metrics),
+        ready: false.into(),
+        refresh: Box::new(|m| m.set_relay_counts("SmtpRelay", 2, 1)),
+    });
+    let get = |path: &'static str| {
+        let app = router(Arc::clone(&probe));
+        async move {
+            let resp = app
+                .oneshot(
+                    axum::http::Request::get(path)
+                        .body(axum::body::Body::empty())
+                        .expect("req"),
+                )
+                .await
+                .expect("response");
+            let status = resp.status();
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            (status, String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    probe.ready.store(true, Ordering::SeqCst);
+    assert_eq!(get("/readyz").await.0, StatusCode::OK);
+    let (status, text) = get("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains("smtp_relay_relays{kind=\"SmtpRelay\",ready=\"false\"} 1"),
+        "{text}"
+    );
 }

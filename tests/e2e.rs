@@ -58,7 +58,13 @@ impl Drop for Operator {
 
 fn start_operator(kubeconfig: &PathBuf, operator_ns: &str) -> Operator {
     let child = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
-        .args(["run", "--namespace", operator_ns])
+        .args([
+            "run",
+            "--namespace",
+            operator_ns,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,smtp_relay_operator=debug")
         .stdout(Stdio::inherit())
@@ -72,9 +78,13 @@ async fn apply<K>(api: &Api<K>, name: &str, obj: Value) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&obj))
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
 }
 
 async fn apply_crds(client: &Client) {
@@ -89,7 +99,8 @@ async fn apply_crds(client: &Client) {
     assert!(!files.is_empty());
     for file in files {
         let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&std::fs::read_to_string(&file).expect("read crd")).expect("crd yaml");
+            serde_yaml::from_str(&std::fs::read_to_string(&file).expect("read crd"))
+                .expect("crd yaml");
         let name = crd.name_any();
         let mut value = serde_json::to_value(&crd).expect("json");
         value["apiVersion"] = json!("apiextensions.k8s.io/v1");
@@ -133,23 +144,34 @@ fn relay_spec(port: u16, mode: &str, secret: Option<&str>) -> Value {
     spec
 }
 
-fn ready_of(status: Option<&smtp_relay_operator::api::SmtpRelayStatus>) -> Option<(String, String)> {
+fn ready_of(
+    status: Option<&smtp_relay_operator::api::SmtpRelayStatus>,
+) -> Option<(String, String)> {
     let c = status?.conditions.iter().find(|c| c.type_ == "Ready")?;
     Some((format!("{:?}", c.status), c.reason.clone()))
 }
 
 /// Poll until the relay's Ready condition is (status, reason) for its current generation.
-async fn wait_ready(api: &Api<SmtpRelay>, name: &str, want: (&str, &str), within: Duration) -> SmtpRelay {
+async fn wait_ready(
+    api: &Api<SmtpRelay>,
+    name: &str,
+    want: (&str, &str),
+    within: Duration,
+) -> SmtpRelay {
     let deadline = Instant::now() + within;
     loop {
         let r = api.get(name).await.expect("get relay");
         let got = ready_of(r.status.as_ref());
-        let current = r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation;
+        let current =
+            r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation;
         if current && got.as_ref().map(|(s, re)| (s.as_str(), re.as_str())) == Some(want) {
             return r;
         }
         if Instant::now() > deadline {
-            panic!("{name}: expected Ready={want:?} within {within:?}, have {got:?} (status {:?})", r.status);
+            panic!(
+                "{name}: expected Ready={want:?} within {within:?}, have {got:?} (status {:?})",
+                r.status
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -168,12 +190,16 @@ async fn cleanup(run: &Run) {
         let _ = namespaces.delete(ns, &DeleteParams::background()).await;
     }
     let cluster: Api<ClusterSmtpRelay> = Api::all(run.client.clone());
-    let _ = cluster.delete(&run.cluster_relay, &DeleteParams::default()).await;
+    let _ = cluster
+        .delete(&run.cluster_relay, &DeleteParams::default())
+        .await;
 }
 
 #[tokio::test]
 async fn relays_against_a_real_cluster() {
-    let Some(path) = kubeconfig_path() else { return };
+    let Some(path) = kubeconfig_path() else {
+        return;
+    };
     let client = client(&path).await;
     let id = format!("{:08x}", rand_id());
     let run = Run {
@@ -207,39 +233,99 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
     let ca = String::from_utf8(h.ca_pem()).expect("ca");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in [&run.ns, &run.ops_ns] {
-        apply(&namespaces, ns, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
+        apply(
+            &namespaces,
+            ns,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
     }
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &run.ns);
     let ops_secrets: Api<Secret> = Api::namespaced(client.clone(), &run.ops_ns);
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &run.ns);
     let ops_cms: Api<ConfigMap> = Api::namespaced(client.clone(), &run.ops_ns);
     for (api, ns) in [(&cms, &run.ns), (&ops_cms, &run.ops_ns)] {
-        apply(api, "harness-ca", json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "harness-ca", "namespace": ns}, "data": {"ca.crt": ca}})).await;
+        apply(
+            api,
+            "harness-ca",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "harness-ca", "namespace": ns}, "data": {"ca.crt": ca}}),
+        )
+        .await;
     }
-    apply(&secrets, "good", secret(&run.ns, "good", support::USER, support::PASSWORD)).await;
-    apply(&secrets, "stale", secret(&run.ns, "stale", support::USER, "not-the-password")).await;
-    apply(&ops_secrets, "shared", secret(&run.ops_ns, "shared", support::ROTATED_USER, support::ROTATED_PASSWORD)).await;
+    apply(
+        &secrets,
+        "good",
+        secret(&run.ns, "good", support::USER, support::PASSWORD),
+    )
+    .await;
+    apply(
+        &secrets,
+        "stale",
+        secret(&run.ns, "stale", support::USER, "not-the-password"),
+    )
+    .await;
+    apply(
+        &ops_secrets,
+        "shared",
+        secret(
+            &run.ops_ns,
+            "shared",
+            support::ROTATED_USER,
+            support::ROTATED_PASSWORD,
+        ),
+    )
+    .await;
 
     let relays: Api<SmtpRelay> = Api::namespaced(client.clone(), &run.ns);
     let closed = support::closed_port();
     let cases: Vec<(&str, Value, (&str, &str))> = vec![
-        ("starttls-ok", relay_spec(h.submission_port, "StartTls", Some("good")), ("True", "Verified")),
-        ("tls-ok", relay_spec(h.smtps_port, "Tls", Some("good")), ("True", "Verified")),
-        ("wrong-password", relay_spec(h.submission_port, "StartTls", Some("stale")), ("False", "AuthRejected")),
-        ("closed-port", relay_spec(closed, "None", None), ("False", "ConnectionRefused")),
-        ("missing-secret", relay_spec(h.submission_port, "StartTls", Some("absent")), ("False", "SecretNotFound")),
+        (
+            "starttls-ok",
+            relay_spec(h.submission_port, "StartTls", Some("good")),
+            ("True", "Verified"),
+        ),
+        (
+            "tls-ok",
+            relay_spec(h.smtps_port, "Tls", Some("good")),
+            ("True", "Verified"),
+        ),
+        (
+            "wrong-password",
+            relay_spec(h.submission_port, "StartTls", Some("stale")),
+            ("False", "AuthRejected"),
+        ),
+        (
+            "closed-port",
+            relay_spec(closed, "None", None),
+            ("False", "ConnectionRefused"),
+        ),
+        (
+            "missing-secret",
+            relay_spec(h.submission_port, "StartTls", Some("absent")),
+            ("False", "SecretNotFound"),
+        ),
     ];
     for (name, spec, _) in &cases {
-        apply(&relays, name, json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
-            "metadata": {"name": name, "namespace": run.ns}, "spec": spec})).await;
+        apply(
+            &relays,
+            name,
+            json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
+            "metadata": {"name": name, "namespace": run.ns}, "spec": spec}),
+        )
+        .await;
     }
     let cluster: Api<ClusterSmtpRelay> = Api::all(client.clone());
     let mut cluster_spec = relay_spec(h.smtps_port, "Tls", Some("shared"));
     cluster_spec["auth"]["credentialsSecretRef"]["namespace"] = json!(run.ops_ns);
     cluster_spec["tls"]["caBundleRef"]["namespace"] = json!(run.ops_ns);
-    apply(&cluster, &run.cluster_relay, json!({"apiVersion": "smtprelay.io/v1alpha1",
-        "kind": "ClusterSmtpRelay", "metadata": {"name": run.cluster_relay}, "spec": cluster_spec})).await;
+    apply(
+        &cluster,
+        &run.cluster_relay,
+        json!({"apiVersion": "smtprelay.io/v1alpha1",
+        "kind": "ClusterSmtpRelay", "metadata": {"name": run.cluster_relay}, "spec": cluster_spec}),
+    )
+    .await;
 
     // 3. The operator, as a child process with that kubeconfig.
     let _operator = start_operator(kubeconfig, &run.ops_ns);
@@ -249,15 +335,31 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
         let r = wait_ready(&relays, name, *want, Duration::from_secs(10)).await;
         let status = r.status.expect("status");
         assert_eq!(status.observed_generation, r.metadata.generation);
-        assert!(status.conditions.iter().all(|c| c.observed_generation == r.metadata.generation));
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.observed_generation == r.metadata.generation)
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let c = cluster.get(&run.cluster_relay).await.expect("get cluster relay");
-        if ready_of(c.status.as_ref()).as_ref().map(|(s, r)| (s.as_str(), r.as_str())) == Some(("True", "Verified")) {
+        let c = cluster
+            .get(&run.cluster_relay)
+            .await
+            .expect("get cluster relay");
+        if ready_of(c.status.as_ref())
+            .as_ref()
+            .map(|(s, r)| (s.as_str(), r.as_str()))
+            == Some(("True", "Verified"))
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "ClusterSmtpRelay not Ready: {:?}", c.status);
+        assert!(
+            Instant::now() < deadline,
+            "ClusterSmtpRelay not Ready: {:?}",
+            c.status
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -267,15 +369,30 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
     assert!(!text.contains("not-the-password") && !text.contains(support::PASSWORD));
 
     // Rotating the Secret to the right password fixes the relay without a restart.
-    apply(&secrets, "stale", secret(&run.ns, "stale", support::USER, support::PASSWORD)).await;
-    wait_ready(&relays, "wrong-password", ("True", "Verified"), Duration::from_secs(10)).await;
+    apply(
+        &secrets,
+        "stale",
+        secret(&run.ns, "stale", support::USER, support::PASSWORD),
+    )
+    .await;
+    wait_ready(
+        &relays,
+        "wrong-password",
+        ("True", "Verified"),
+        Duration::from_secs(10),
+    )
+    .await;
 
     // An unchanged relay sees no status writes across reconciles: two metadata changes
     // trigger two reconciles; nothing is due, so nothing but our own patches is written.
     for i in 0..2 {
         let patch = json!({"metadata": {"annotations": {"e2e.smtprelay.io/poke": i.to_string()}}});
         relays
-            .patch("starttls-ok", &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                "starttls-ok",
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await
             .expect("annotate");
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -293,24 +410,49 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
     // 5. The API server refuses invalid manifests with the schema's message.
     let invalid: Vec<(&str, Value, &str)> = vec![
         ("bad-port", json!({"port": 70000}), "spec.port"),
-        ("crlf-header", json!({"customHeaders": [{"name": "X-A", "value": "a\r\nBcc: x@example.test"}]}), "spec.customHeaders[0].value"),
-        ("bad-address", json!({"defaultSender": {"address": "not-an-address"}}), "spec.defaultSender.address"),
-        ("short-interval", json!({"verification": {"interval": "10s"}}), "verification.interval must be at least 1m"),
-        ("reserved-header", json!({"customHeaders": [{"name": "Subject", "value": "x"}]}), "cannot be overridden"),
-        ("foreign-secret", json!({"auth": {"credentialsSecretRef": {"name": "s", "namespace": "kube-system"}}}), "only allowed on ClusterSmtpRelay"),
+        (
+            "crlf-header",
+            json!({"customHeaders": [{"name": "X-A", "value": "a\r\nBcc: x@example.test"}]}),
+            "spec.customHeaders[0].value",
+        ),
+        (
+            "bad-address",
+            json!({"defaultSender": {"address": "not-an-address"}}),
+            "spec.defaultSender.address",
+        ),
+        (
+            "short-interval",
+            json!({"verification": {"interval": "10s"}}),
+            "verification.interval must be at least 1m",
+        ),
+        (
+            "reserved-header",
+            json!({"customHeaders": [{"name": "Subject", "value": "x"}]}),
+            "cannot be overridden",
+        ),
+        (
+            "foreign-secret",
+            json!({"auth": {"credentialsSecretRef": {"name": "s", "namespace": "kube-system"}}}),
+            "only allowed on ClusterSmtpRelay",
+        ),
     ];
     for (name, overrides, expected) in invalid {
-        let mut spec = json!({"host": "smtp.example.test", "defaultSender": {"address": "a@example.test"}});
+        let mut spec =
+            json!({"host": "smtp.example.test", "defaultSender": {"address": "a@example.test"}});
         for (k, v) in overrides.as_object().expect("obj") {
             spec[k] = v.clone();
         }
         let obj: SmtpRelay = serde_json::from_value(json!({"apiVersion": "smtprelay.io/v1alpha1",
             "kind": "SmtpRelay", "metadata": {"name": name, "namespace": run.ns}, "spec": spec}))
-            .expect("typed");
+        .expect("typed");
         match relays.create(&PostParams::default(), &obj).await {
             Err(kube::Error::Api(status)) => {
                 assert_eq!(status.code, 422, "{name}: {status:?}");
-                assert!(status.message.contains(expected), "{name}: {:?} does not mention {expected:?}", status.message);
+                assert!(
+                    status.message.contains(expected),
+                    "{name}: {:?} does not mention {expected:?}",
+                    status.message
+                );
             }
             other => panic!("{name}: expected the API server to refuse it, got {other:?}"),
         }

@@ -89,16 +89,34 @@ async fn starttls_with_auth_plain_delivers_with_from_name_reply_to_fallback_and_
     assert_eq!(o.server.tls_version.as_deref(), Some("TLSv1.3"));
     assert!(o.server.certificate_not_after.is_some());
     assert!(o.server.auth_mechanisms.iter().any(|m| m == "PLAIN"));
-    for step in [Step::Dns, Step::Connect, Step::Greeting, Step::Ehlo, Step::StartTls, Step::Tls, Step::Auth, Step::Mail, Step::Rcpt, Step::Data, Step::Quit] {
+    for step in [
+        Step::Dns,
+        Step::Connect,
+        Step::Greeting,
+        Step::Ehlo,
+        Step::StartTls,
+        Step::Tls,
+        Step::Auth,
+        Step::Mail,
+        Step::Rcpt,
+        Step::Data,
+        Step::Quit,
+    ] {
         assert!(o.passed(step), "step {step} missing: {:?}", o.steps);
     }
     let id = o.message_id.clone().expect("message id");
     let mail = h.wait_for_message(&id);
-    assert!(mail.contains("From: \"ACME Purchasing\" <purchasing@example.test>"), "{mail}");
+    assert!(
+        mail.contains("From: \"ACME Purchasing\" <purchasing@example.test>"),
+        "{mail}"
+    );
     assert!(mail.contains("Reply-To: no-reply@example.test"), "{mail}");
     assert!(mail.contains("X-Campaign: starttls-delivery"), "{mail}");
     assert!(mail.contains("X-Department: purchasing"), "{mail}");
-    assert!(mail.contains("X-SmtpRelay-Verification: SmtpRelay tests/starttls-delivery"), "{mail}");
+    assert!(
+        mail.contains("X-SmtpRelay-Verification: SmtpRelay tests/starttls-delivery"),
+        "{mail}"
+    );
     assert!(mail.contains("starttls@example.test"), "{mail}");
 }
 
@@ -116,7 +134,10 @@ async fn reply_to_falls_back_to_the_sender_without_no_reply() {
     let o = smtp::verify(&t).await;
     assert!(o.succeeded(), "{o:?}");
     let mail = h.wait_for_message(&o.message_id.clone().expect("id"));
-    assert!(mail.contains("Reply-To: \"ACME Purchasing\" <purchasing@example.test>"), "{mail}");
+    assert!(
+        mail.contains("Reply-To: \"ACME Purchasing\" <purchasing@example.test>"),
+        "{mail}"
+    );
 }
 
 #[tokio::test]
@@ -154,16 +175,26 @@ async fn wrong_password_is_auth_rejected_with_the_reply_and_no_password() {
 #[tokio::test]
 async fn starttls_required_but_not_offered() {
     let h = harness();
-    let t = with_auth(target(h.plain_port, Security::StartTls), AuthMechanism::Plain, PASSWORD);
+    let t = with_auth(
+        target(h.plain_port, Security::StartTls),
+        AuthMechanism::Plain,
+        PASSWORD,
+    );
     let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::StartTlsNotOffered), "{o:?}");
-    assert!(!o.passed(Step::Auth), "credentials must never be sent in clear text");
+    assert!(
+        !o.passed(Step::Auth),
+        "credentials must never be sent in clear text"
+    );
 }
 
 #[tokio::test]
 async fn private_ca_is_certificate_invalid_until_the_bundle_is_given() {
     let h = harness();
-    for (port, sec) in [(h.smtps_port, Security::Tls), (h.submission_port, Security::StartTls)] {
+    for (port, sec) in [
+        (h.smtps_port, Security::Tls),
+        (h.submission_port, Security::StartTls),
+    ] {
         let o = smtp::verify(&target(port, sec)).await;
         assert_eq!(reason(&o), Some(FailureReason::CertificateInvalid), "{o:?}");
         let f = o.failure.as_ref().expect("failure");
@@ -181,7 +212,13 @@ async fn wrong_server_name_is_certificate_invalid_and_insecure_skip_verify_says_
     t.tls.server_name = Some("relay.example.test".into());
     let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::CertificateInvalid), "{o:?}");
-    assert!(o.failure.as_ref().expect("f").message.contains("not valid for this host name"));
+    assert!(
+        o.failure
+            .as_ref()
+            .expect("f")
+            .message
+            .contains("not valid for this host name")
+    );
 
     let mut t = target(h.smtps_port, Security::Tls);
     t.tls.insecure_skip_verify = true;
@@ -224,7 +261,10 @@ async fn silent_server_times_out_within_the_configured_timeout() {
     assert_eq!(reason(&o), Some(FailureReason::Timeout), "{o:?}");
     assert_eq!(o.failure.as_ref().expect("f").step, Step::Greeting);
     // Functional bound (not a performance target): it gave up at the timeout, not later.
-    assert!(took >= Duration::from_millis(650) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(650) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -260,7 +300,10 @@ async fn a_server_echoing_auth_data_never_leaks_the_password() {
         assert_eq!(reason(&o), Some(FailureReason::AuthRejected), "{o:?}");
         let text = format!("{o:?} {}", o.failure.as_ref().expect("f").message);
         assert!(!text.contains("S3cret-Echo-Pass"), "{text}");
-        assert!(text.contains("<redacted>") || mech == AuthMechanism::Login, "{text}");
+        assert!(
+            text.contains("<redacted>") || mech == AuthMechanism::Login,
+            "{text}"
+        );
     }
 }
 
@@ -285,14 +328,28 @@ async fn rejected_recipient_and_sender() {
     let o = smtp::verify(&t).await;
     // Postfix delays the sender restriction to RCPT (smtpd_delay_reject=yes).
     assert_eq!(reason(&o), Some(FailureReason::RecipientRejected), "{o:?}");
-    assert!(o.failure.as_ref().expect("f").message.contains("sender blocked by harness"));
+    assert!(
+        o.failure
+            .as_ref()
+            .expect("f")
+            .message
+            .contains("sender blocked by harness")
+    );
 }
 
 #[tokio::test]
 async fn auth_on_plain_text_port_is_mechanism_unsupported_with_a_hint() {
     let h = harness();
-    let t = with_auth(target(h.plain_port, Security::None), AuthMechanism::Plain, PASSWORD);
+    let t = with_auth(
+        target(h.plain_port, Security::None),
+        AuthMechanism::Plain,
+        PASSWORD,
+    );
     let o = smtp::verify(&t).await;
-    assert_eq!(reason(&o), Some(FailureReason::AuthMechanismUnsupported), "{o:?}");
+    assert_eq!(
+        reason(&o),
+        Some(FailureReason::AuthMechanismUnsupported),
+        "{o:?}"
+    );
     assert!(o.failure.as_ref().expect("f").message.contains("after TLS"));
 }

@@ -30,7 +30,8 @@ pub mod patterns {
     /// A DNS label (usage names).
     pub const LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     /// A Kubernetes object name (DNS subdomain).
-    pub const OBJECT_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+    pub const OBJECT_NAME: &str =
+        r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
     /// A Secret or ConfigMap data key.
     pub const DATA_KEY: &str = r"^[-._a-zA-Z0-9]+$";
 }
@@ -61,7 +62,10 @@ pub fn crds() -> Vec<(
     use kube::CustomResourceExt;
     vec![
         ("smtprelay.io_smtprelays.yaml", SmtpRelay::crd()),
-        ("smtprelay.io_clustersmtprelays.yaml", ClusterSmtpRelay::crd()),
+        (
+            "smtprelay.io_clustersmtprelays.yaml",
+            ClusterSmtpRelay::crd(),
+        ),
     ]
 }
 

@@ -1,5 +1,8 @@
 //! `SmtpRelay` (namespaced) and `ClusterSmtpRelay` (cluster-scoped).
 
+// kube-derive takes one `printcolumn(...)` per column, and each repeats `type_ = ...`.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -266,8 +269,7 @@ pub struct SmtpRelaySpec {
 }
 
 /// Message shared by the CRD's CEL rule and the operator's own check.
-pub const NAMESPACED_REF_MESSAGE: &str =
-    "is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace";
+pub const NAMESPACED_REF_MESSAGE: &str = "is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace";
 
 impl SmtpRelaySpec {
     /// Fields that name another namespace, which only a ClusterSmtpRelay may do.
@@ -308,13 +310,34 @@ impl SmtpRelaySpec {
     printcolumn(name = "Port", type_ = "integer", json_path = ".status.port"),
     printcolumn(name = "Security", type_ = "string", json_path = ".spec.tls.mode"),
     printcolumn(name = "Auth", type_ = "string", json_path = ".spec.auth.mechanism"),
-    printcolumn(name = "Sender", type_ = "string", json_path = ".spec.defaultSender.address"),
+    printcolumn(
+        name = "Sender",
+        type_ = "string",
+        json_path = ".spec.defaultSender.address"
+    ),
     printcolumn(name = "Usage", type_ = "string", json_path = ".spec.usage"),
     printcolumn(name = "Default", type_ = "boolean", json_path = ".spec.default"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Last Verified", type_ = "date", json_path = ".status.lastVerification.time"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Last Verified",
+        type_ = "date",
+        json_path = ".status.lastVerification.time"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSmtpRelaySpec {

@@ -7,7 +7,7 @@ use kube::{Api, ResourceExt};
 
 use super::relay::{Desired, RelayRef, evaluate, merge_conditions, reasons, types};
 use super::source::KubeSource;
-use super::{Context, Error, apply_status, error_action, jittered, publish};
+use super::{Context, Error, apply_status, error_action, jittered, publish, record};
 use crate::api::{ClusterSmtpRelay, ConditionStatus, SmtpRelayStatus};
 
 /// Which default claim is honoured: the oldest claimer (then the smallest name).
@@ -91,7 +91,13 @@ pub async fn reconcile(relay: Arc<ClusterSmtpRelay>, ctx: Arc<Context>) -> Resul
     use tracing::Instrument as _;
     let name = relay.name_any();
     let span = tracing::info_span!("reconcile", kind = "ClusterSmtpRelay", %name);
-    reconcile_in_span(relay, ctx, name).instrument(span).await
+    let start = std::time::Instant::now();
+    let result = reconcile_in_span(relay, Arc::clone(&ctx), name)
+        .instrument(span)
+        .await;
+    ctx.metrics
+        .reconciled("ClusterSmtpRelay", result.is_ok(), start.elapsed());
+    result
 }
 
 async fn reconcile_in_span(
@@ -112,6 +118,7 @@ async fn reconcile_in_span(
         client: ctx.client.clone(),
     };
     let eval = evaluate(&relay_ref, &source, &ctx.limiter, false).await;
+    record(&ctx, "ClusterSmtpRelay", None, &name, &eval);
     let claim = default_claim(&relay, &ctx.cluster_relays.state());
     let base = eval.status.clone().or_else(|| relay.status.clone());
     if let Some(base) = base {

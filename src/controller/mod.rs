@@ -11,15 +11,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::core::PartialObjectMeta;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::api::{ClusterSmtpRelay, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus};
+use crate::metrics::Metrics;
 use crate::smtp::HostLimiter;
 use relay::Transition;
 
@@ -54,10 +55,78 @@ pub struct Context {
     pub recorder: Recorder,
     /// All ClusterSmtpRelays, to decide which default claim is honoured.
     pub cluster_relays: Store<ClusterSmtpRelay>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The controllers' caches, for gauges computed at scrape time.
+#[derive(Clone)]
+pub struct Stores {
+    pub relays: Store<SmtpRelay>,
+    pub cluster_relays: Store<ClusterSmtpRelay>,
+}
+
+impl Stores {
+    /// Update the ready / not-ready gauges from the caches.
+    pub fn refresh(&self, metrics: &Metrics) {
+        fn ready(status: Option<&SmtpRelayStatus>) -> bool {
+            status.is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == relay::types::READY && c.status == crate::api::ConditionStatus::True
+                })
+            })
+        }
+        let count = |states: Vec<Option<bool>>| {
+            let ready = states.iter().filter(|r| **r == Some(true)).count();
+            (
+                i64::try_from(ready).unwrap_or(i64::MAX),
+                i64::try_from(states.len() - ready).unwrap_or(i64::MAX),
+            )
+        };
+        let (r, n) = count(
+            self.relays
+                .state()
+                .iter()
+                .map(|o| Some(ready(o.status.as_ref())))
+                .collect(),
+        );
+        metrics.set_relay_counts("SmtpRelay", r, n);
+        let (r, n) = count(
+            self.cluster_relays
+                .state()
+                .iter()
+                .map(|o| Some(ready(o.status.as_ref())))
+                .collect(),
+        );
+        metrics.set_relay_counts("ClusterSmtpRelay", r, n);
+    }
+}
+
+/// Record a reconcile's metrics: duration and result, and the verification if one ran.
+pub fn record(
+    ctx: &Context,
+    kind: &str,
+    namespace: Option<&str>,
+    name: &str,
+    eval: &relay::Evaluation,
+) {
+    if let Some(status) = &eval.status {
+        let reason = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == relay::types::READY)
+            .map(|c| c.reason.as_str())
+            .unwrap_or("Unknown");
+        ctx.metrics
+            .verified(kind, namespace, name, reason, eval.outcome.as_ref());
+    }
 }
 
 /// Write a relay's status with server-side apply (the operator owns `.status`).
-pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &SmtpRelayStatus) -> Result<(), Error>
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    name: &str,
+    status: &SmtpRelayStatus,
+) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -73,10 +142,14 @@ where
         kind: K::kind(&()).into_owned(),
         status,
     };
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
-        .map_err(Error::Status)
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::Status)
 }
 
 /// Publish an event for a Ready transition. Failure to publish is logged, not fatal.
@@ -173,20 +246,34 @@ fn referencing<R: RelayKind, M: Resource>(
     }
 }
 
-/// Run both relay controllers until a shutdown signal.
-pub async fn run(client: Client, settings: Settings, reporter: Reporter) {
+/// Run both relay controllers until `shutdown` resolves; in-flight reconciles finish.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    reporter: Reporter,
+    metrics: Arc<Metrics>,
+    stores: Arc<std::sync::OnceLock<Stores>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let relays: Api<SmtpRelay> = Api::all(client.clone());
     let cluster_relays: Api<ClusterSmtpRelay> = Api::all(client.clone());
     let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
     let config_maps: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
 
     let relay_controller = Controller::new(relays, watcher::Config::default().any_semantic());
-    let cluster_controller =
-        Controller::new(cluster_relays.clone(), watcher::Config::default().any_semantic());
+    let cluster_controller = Controller::new(
+        cluster_relays.clone(),
+        watcher::Config::default().any_semantic(),
+    );
     let relay_store = relay_controller.store();
     let cluster_store = cluster_controller.store();
 
+    let _ = stores.set(Stores {
+        relays: relay_store.clone(),
+        cluster_relays: cluster_store.clone(),
+    });
     let ctx = Arc::new(Context {
+        metrics,
         client: client.clone(),
         limiter: HostLimiter::new(settings.sessions_per_host),
         recorder: Recorder::new(client.clone(), reporter),
@@ -215,8 +302,12 @@ pub async fn run(client: Client, settings: Settings, reporter: Reporter) {
             cm_events(),
             referencing(relay_store, CmKind, default_ns.clone()),
         )
-        .graceful_shutdown_on(shutdown_signal())
-        .run(smtp_relay::reconcile, smtp_relay::error_policy, Arc::clone(&ctx))
+        .graceful_shutdown_on(wait_for(shutdown.clone()))
+        .run(
+            smtp_relay::reconcile,
+            smtp_relay::error_policy,
+            Arc::clone(&ctx),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "SmtpRelay reconcile");
@@ -235,15 +326,19 @@ pub async fn run(client: Client, settings: Settings, reporter: Reporter) {
             cm_events(),
             referencing(cluster_store.clone(), CmKind, default_ns),
         )
-        .watches(cluster_relays, watcher::Config::default(), move |_changed| {
-            claimers
-                .state()
-                .into_iter()
-                .filter(|r| r.spec.default)
-                .map(|r| ObjectRef::from_obj(&*r))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown_signal())
+        .watches(
+            cluster_relays,
+            watcher::Config::default(),
+            move |_changed| {
+                claimers
+                    .state()
+                    .into_iter()
+                    .filter(|r| r.spec.default)
+                    .map(|r| ObjectRef::from_obj(&*r))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(wait_for(shutdown))
         .run(
             cluster_smtp_relay::reconcile,
             cluster_smtp_relay::error_policy,
@@ -258,19 +353,24 @@ pub async fn run(client: Client, settings: Settings, reporter: Reporter) {
     futures::join!(relay_run, cluster_run);
 }
 
+/// Resolves when the shutdown flag is raised (or its sender is gone).
+pub async fn wait_for(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

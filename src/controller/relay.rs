@@ -167,11 +167,14 @@ pub fn schedule(spec: &SmtpRelaySpec) -> Result<(Duration, Duration), InputProbl
 pub fn effective_port(spec: &SmtpRelaySpec) -> Result<u16, InputProblem> {
     match spec.port {
         None => Ok(spec.tls.mode.default_port()),
-        Some(p) => u16::try_from(p).ok().filter(|p| *p != 0).ok_or(InputProblem {
-            condition: types::READY,
-            reason: reasons::INVALID_SPEC,
-            message: format!("port {p} is out of range 1-65535"),
-        }),
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or(InputProblem {
+                condition: types::READY,
+                reason: reasons::INVALID_SPEC,
+                message: format!("port {p} is out of range 1-65535"),
+            }),
     }
 }
 
@@ -254,7 +257,12 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
                 CaBundleKind::ConfigMap => source.config_map(ns, &ca.name).await,
             }
             .map_err(|e| problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string()))?
-            .ok_or_else(|| problem(reasons::CA_BUNDLE_NOT_FOUND, format!("{what} does not exist")))?;
+            .ok_or_else(|| {
+                problem(
+                    reasons::CA_BUNDLE_NOT_FOUND,
+                    format!("{what} does not exist"),
+                )
+            })?;
             let pem = fetched.data.get(&ca.key).cloned().ok_or_else(|| {
                 problem(
                     reasons::CA_BUNDLE_NOT_FOUND,
@@ -285,23 +293,27 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
             message,
         });
     }
-    let test_message = spec.verification.recipient.as_ref().map(|to| smtp::TestMessage {
-        from: smtp::Mailbox {
-            name: spec.default_sender.name.clone(),
-            address: spec.default_sender.address.clone(),
-        },
-        no_reply: spec.no_reply.as_ref().map(|m| smtp::Mailbox {
-            name: m.name.clone(),
-            address: m.address.clone(),
-        }),
-        to: to.clone(),
-        custom_headers: spec
-            .custom_headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
-        relay_label: relay.label(),
-    });
+    let test_message = spec
+        .verification
+        .recipient
+        .as_ref()
+        .map(|to| smtp::TestMessage {
+            from: smtp::Mailbox {
+                name: spec.default_sender.name.clone(),
+                address: spec.default_sender.address.clone(),
+            },
+            no_reply: spec.no_reply.as_ref().map(|m| smtp::Mailbox {
+                name: m.name.clone(),
+                address: m.address.clone(),
+            }),
+            to: to.clone(),
+            custom_headers: spec
+                .custom_headers
+                .iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+            relay_label: relay.label(),
+        });
     Ok(Resolved {
         target: smtp::Target {
             host: spec.host.clone(),
@@ -445,7 +457,12 @@ pub fn desired_conditions(
             if wants_test {
                 push(types::TEST_MESSAGE_ACCEPTED, None);
             }
-            out.push(desired(types::READY, False, problem.reason, &problem.message));
+            out.push(desired(
+                types::READY,
+                False,
+                problem.reason,
+                &problem.message,
+            ));
             return out;
         }
         Ok(o) => o,
@@ -458,7 +475,8 @@ pub fn desired_conditions(
         (condition_of_step(f.step) == t).then(|| desired(t, False, f.reason.as_str(), &f.message))
     };
     // Conditions before the failing one passed; those after it were not attempted.
-    let attempted = |t: &'static str, step: Step| outcome.passed(step) || failed_condition == Some(t);
+    let attempted =
+        |t: &'static str, step: Step| outcome.passed(step) || failed_condition == Some(t);
 
     out.push(match &spec.auth {
         None => desired(
@@ -471,7 +489,10 @@ pub fn desired_conditions(
             types::CREDENTIALS_RESOLVED,
             True,
             reasons::RESOLVED,
-            format!("credentials read from Secret {}", a.credentials_secret_ref.name),
+            format!(
+                "credentials read from Secret {}",
+                a.credentials_secret_ref.name
+            ),
         ),
     });
 
@@ -511,7 +532,9 @@ pub fn desired_conditions(
                     types::SECURE_TRANSPORT,
                     True,
                     reasons::CERTIFICATE_NOT_VERIFIED,
-                    format!("{version} established but the certificate was NOT verified (tls.insecureSkipVerify){expiry}"),
+                    format!(
+                        "{version} established but the certificate was NOT verified (tls.insecureSkipVerify){expiry}"
+                    ),
                 )
             } else {
                 desired(
@@ -537,10 +560,13 @@ pub fn desired_conditions(
             types::AUTHENTICATED,
             True,
             reasons::AUTHENTICATED,
-            format!("AUTH {} accepted", match a.mechanism {
-                AuthMechanismSpec::Plain => "PLAIN",
-                AuthMechanismSpec::Login => "LOGIN",
-            }),
+            format!(
+                "AUTH {} accepted",
+                match a.mechanism {
+                    AuthMechanismSpec::Plain => "PLAIN",
+                    AuthMechanismSpec::Login => "LOGIN",
+                }
+            ),
         ),
         _ => not_attempted(types::AUTHENTICATED),
     });
@@ -573,10 +599,7 @@ pub fn desired_conditions(
             types::READY,
             True,
             reasons::VERIFIED,
-            format!(
-                "relay verified in {} ms",
-                outcome.total.as_millis()
-            ),
+            format!("relay verified in {} ms", outcome.total.as_millis()),
         ),
     });
     out
@@ -633,7 +656,10 @@ pub struct Transition {
 }
 
 /// Decide the event for a change of the Ready condition (none on periodic successes).
-pub fn transition(previous: Option<&SmtpRelayStatus>, next: &SmtpRelayStatus) -> Option<Transition> {
+pub fn transition(
+    previous: Option<&SmtpRelayStatus>,
+    next: &SmtpRelayStatus,
+) -> Option<Transition> {
     let ready = |s: &SmtpRelayStatus| {
         s.conditions
             .iter()
@@ -683,7 +709,10 @@ pub fn next_status(
     let consecutive_failures = if succeeded {
         0
     } else {
-        previous.map(|p| p.consecutive_failures).unwrap_or(0).saturating_add(1)
+        previous
+            .map(|p| p.consecutive_failures)
+            .unwrap_or(0)
+            .saturating_add(1)
     };
     let (server, last_verification) = match verified {
         Ok(o) => (
@@ -699,7 +728,12 @@ pub fn next_status(
             .or_else(|| previous.and_then(|p| p.server.clone())),
             LastVerification {
                 time: now_text.clone(),
-                result: if succeeded { RESULT_SUCCEEDED } else { RESULT_FAILED }.into(),
+                result: if succeeded {
+                    RESULT_SUCCEEDED
+                } else {
+                    RESULT_FAILED
+                }
+                .into(),
                 failed_step: o.failure.as_ref().map(|f| f.step.as_str().to_string()),
                 duration_ms: durations_ms(o),
                 message_id: o.message_id.clone(),
@@ -754,14 +788,21 @@ pub async fn evaluate(
     force: bool,
 ) -> Evaluation {
     let resolved = resolve(relay, source).await;
-    let interval = schedule(relay.spec).map(|(i, _)| i).unwrap_or(Duration::from_secs(3600));
+    let interval = schedule(relay.spec)
+        .map(|(i, _)| i)
+        .unwrap_or(Duration::from_secs(3600));
     let inputs = match &resolved {
         Ok(r) => r.inputs.clone(),
         Err(p) => format!("g{}/{}", relay.generation.unwrap_or(0), p.reason),
     };
     if !force
-        && let Due::In(wait) =
-            verification_due(relay.status, relay.generation, &inputs, interval, Timestamp::now())
+        && let Due::In(wait) = verification_due(
+            relay.status,
+            relay.generation,
+            &inputs,
+            interval,
+            Timestamp::now(),
+        )
     {
         return Evaluation {
             status: None,
@@ -890,40 +931,134 @@ mod tests {
     fn every_failure_lands_on_its_condition_and_ready() {
         use FailureReason as R;
         // (failing step, reason, condition that must be False, conditions that must be True, Unknown)
-        let table: &[(Step, R, &str, &[&str], &[&str])] = &[
-            (Step::Dns, R::DnsFailure, types::CONNECTED, &[types::CREDENTIALS_RESOLVED], &[types::SECURE_TRANSPORT, types::AUTHENTICATED, types::TEST_MESSAGE_ACCEPTED]),
-            (Step::Connect, R::ConnectionRefused, types::CONNECTED, &[], &[types::SECURE_TRANSPORT, types::AUTHENTICATED]),
-            (Step::Greeting, R::Timeout, types::CONNECTED, &[], &[types::SECURE_TRANSPORT, types::AUTHENTICATED]),
-            (Step::StartTls, R::StartTlsNotOffered, types::SECURE_TRANSPORT, &[types::CONNECTED], &[types::AUTHENTICATED, types::TEST_MESSAGE_ACCEPTED]),
-            (Step::Tls, R::CertificateInvalid, types::SECURE_TRANSPORT, &[types::CONNECTED], &[types::AUTHENTICATED]),
-            (Step::Tls, R::TlsHandshakeFailed, types::SECURE_TRANSPORT, &[types::CONNECTED], &[types::AUTHENTICATED]),
-            (Step::Auth, R::AuthRejected, types::AUTHENTICATED, &[types::CONNECTED, types::SECURE_TRANSPORT], &[types::TEST_MESSAGE_ACCEPTED]),
-            (Step::Auth, R::AuthMechanismUnsupported, types::AUTHENTICATED, &[types::SECURE_TRANSPORT], &[types::TEST_MESSAGE_ACCEPTED]),
-            (Step::Mail, R::SenderRejected, types::TEST_MESSAGE_ACCEPTED, &[types::AUTHENTICATED, types::SECURE_TRANSPORT], &[]),
-            (Step::Rcpt, R::RecipientRejected, types::TEST_MESSAGE_ACCEPTED, &[types::AUTHENTICATED], &[]),
-            (Step::Data, R::ConnectionLost, types::TEST_MESSAGE_ACCEPTED, &[types::AUTHENTICATED], &[]),
+        type Row = (Step, R, &'static str, &'static [&'static str], &'static [&'static str]);
+        let table: &[Row] = &[
+            (
+                Step::Dns,
+                R::DnsFailure,
+                types::CONNECTED,
+                &[types::CREDENTIALS_RESOLVED],
+                &[
+                    types::SECURE_TRANSPORT,
+                    types::AUTHENTICATED,
+                    types::TEST_MESSAGE_ACCEPTED,
+                ],
+            ),
+            (
+                Step::Connect,
+                R::ConnectionRefused,
+                types::CONNECTED,
+                &[],
+                &[types::SECURE_TRANSPORT, types::AUTHENTICATED],
+            ),
+            (
+                Step::Greeting,
+                R::Timeout,
+                types::CONNECTED,
+                &[],
+                &[types::SECURE_TRANSPORT, types::AUTHENTICATED],
+            ),
+            (
+                Step::StartTls,
+                R::StartTlsNotOffered,
+                types::SECURE_TRANSPORT,
+                &[types::CONNECTED],
+                &[types::AUTHENTICATED, types::TEST_MESSAGE_ACCEPTED],
+            ),
+            (
+                Step::Tls,
+                R::CertificateInvalid,
+                types::SECURE_TRANSPORT,
+                &[types::CONNECTED],
+                &[types::AUTHENTICATED],
+            ),
+            (
+                Step::Tls,
+                R::TlsHandshakeFailed,
+                types::SECURE_TRANSPORT,
+                &[types::CONNECTED],
+                &[types::AUTHENTICATED],
+            ),
+            (
+                Step::Auth,
+                R::AuthRejected,
+                types::AUTHENTICATED,
+                &[types::CONNECTED, types::SECURE_TRANSPORT],
+                &[types::TEST_MESSAGE_ACCEPTED],
+            ),
+            (
+                Step::Auth,
+                R::AuthMechanismUnsupported,
+                types::AUTHENTICATED,
+                &[types::SECURE_TRANSPORT],
+                &[types::TEST_MESSAGE_ACCEPTED],
+            ),
+            (
+                Step::Mail,
+                R::SenderRejected,
+                types::TEST_MESSAGE_ACCEPTED,
+                &[types::AUTHENTICATED, types::SECURE_TRANSPORT],
+                &[],
+            ),
+            (
+                Step::Rcpt,
+                R::RecipientRejected,
+                types::TEST_MESSAGE_ACCEPTED,
+                &[types::AUTHENTICATED],
+                &[],
+            ),
+            (
+                Step::Data,
+                R::ConnectionLost,
+                types::TEST_MESSAGE_ACCEPTED,
+                &[types::AUTHENTICATED],
+                &[],
+            ),
         ];
         let s = spec(TlsMode::StartTls, true, true);
         for (step, reason, failed, trues, unknowns) in table {
             let d = desired_conditions(&s, None, &Ok(outcome(Some((*step, *reason)))));
             let ctx = format!("{step} {reason}");
-            assert_eq!(status_of(&d, failed), Some((False, reason.as_str().into())), "{ctx}");
-            assert_eq!(status_of(&d, types::READY), Some((False, reason.as_str().into())), "{ctx}");
+            assert_eq!(
+                status_of(&d, failed),
+                Some((False, reason.as_str().into())),
+                "{ctx}"
+            );
+            assert_eq!(
+                status_of(&d, types::READY),
+                Some((False, reason.as_str().into())),
+                "{ctx}"
+            );
             for t in *trues {
                 assert_eq!(status_of(&d, t).map(|x| x.0), Some(True), "{ctx}: {t}");
             }
             for t in *unknowns {
-                assert_eq!(status_of(&d, t), Some((Unknown, reasons::NOT_ATTEMPTED.into())), "{ctx}: {t}");
+                assert_eq!(
+                    status_of(&d, t),
+                    Some((Unknown, reasons::NOT_ATTEMPTED.into())),
+                    "{ctx}: {t}"
+                );
             }
-            assert_eq!(d.last().map(|c| c.type_), Some(types::READY), "Ready is last");
+            assert_eq!(
+                d.last().map(|c| c.type_),
+                Some(types::READY),
+                "Ready is last"
+            );
         }
     }
 
     #[test]
     fn success_is_verified_and_every_condition_true() {
-        let d = desired_conditions(&spec(TlsMode::StartTls, true, true), None, &Ok(outcome(None)));
+        let d = desired_conditions(
+            &spec(TlsMode::StartTls, true, true),
+            None,
+            &Ok(outcome(None)),
+        );
         assert!(d.iter().all(|c| c.status == True), "{d:?}");
-        assert_eq!(status_of(&d, types::READY), Some((True, reasons::VERIFIED.into())));
+        assert_eq!(
+            status_of(&d, types::READY),
+            Some((True, reasons::VERIFIED.into()))
+        );
         assert_eq!(
             status_of(&d, types::TEST_MESSAGE_ACCEPTED),
             Some((True, reasons::ACCEPTED.into()))
@@ -1039,15 +1174,30 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let now = ts("2026-01-01T00:30:00Z");
         let ok = verified_at("2026-01-01T00:00:00Z", RESULT_SUCCEEDED, 0);
-        assert_eq!(verification_due(None, Some(3), "g3/s10", hour, now), Due::Now);
+        assert_eq!(
+            verification_due(None, Some(3), "g3/s10", hour, now),
+            Due::Now
+        );
         assert_eq!(
             verification_due(Some(&ok), Some(3), "g3/s10", hour, now),
             Due::In(Duration::from_secs(1800))
         );
-        assert_eq!(verification_due(Some(&ok), Some(4), "g3/s10", hour, now), Due::Now);
-        assert_eq!(verification_due(Some(&ok), Some(3), "g3/s11", hour, now), Due::Now);
         assert_eq!(
-            verification_due(Some(&ok), Some(3), "g3/s10", hour, ts("2026-01-01T01:00:00Z")),
+            verification_due(Some(&ok), Some(4), "g3/s10", hour, now),
+            Due::Now
+        );
+        assert_eq!(
+            verification_due(Some(&ok), Some(3), "g3/s11", hour, now),
+            Due::Now
+        );
+        assert_eq!(
+            verification_due(
+                Some(&ok),
+                Some(3),
+                "g3/s10",
+                hour,
+                ts("2026-01-01T01:00:00Z")
+            ),
             Due::Now
         );
         let failed = verified_at("2026-01-01T00:29:50Z", RESULT_FAILED, 3);
@@ -1056,7 +1206,10 @@ mod tests {
             Due::In(Duration::from_secs(30))
         );
         let garbage = verified_at("yesterday", RESULT_SUCCEEDED, 0);
-        assert_eq!(verification_due(Some(&garbage), Some(3), "g3/s10", hour, now), Due::Now);
+        assert_eq!(
+            verification_due(Some(&garbage), Some(3), "g3/s10", hour, now),
+            Due::Now
+        );
     }
 
     #[test]
@@ -1064,7 +1217,10 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let delays: Vec<u64> = (1..=8).map(|n| retry_delay(n, hour).as_secs()).collect();
         assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(retry_delay(1000, Duration::from_secs(60)), Duration::from_secs(60));
+        assert_eq!(
+            retry_delay(1000, Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
         assert_eq!(retry_delay(0, hour), Duration::from_secs(10));
         assert_eq!(retry_delay(-5, hour), Duration::from_secs(10));
     }
@@ -1077,13 +1233,20 @@ mod tests {
         let first = transition(None, &ok).expect("first verification is a transition");
         assert!(!first.warning);
         let again = next_status(&s, Some(1), Some(&ok), "g1", &Ok(outcome(None)), t0);
-        assert_eq!(transition(Some(&ok), &again), None, "periodic success is silent");
+        assert_eq!(
+            transition(Some(&ok), &again),
+            None,
+            "periodic success is silent"
+        );
         let bad = next_status(
             &s,
             Some(1),
             Some(&again),
             "g1",
-            &Ok(outcome(Some((Step::Connect, FailureReason::ConnectionRefused)))),
+            &Ok(outcome(Some((
+                Step::Connect,
+                FailureReason::ConnectionRefused,
+            )))),
             t0,
         );
         let t = transition(Some(&again), &bad).expect("failure is a transition");
@@ -1094,7 +1257,10 @@ mod tests {
             Some(1),
             Some(&bad),
             "g1",
-            &Ok(outcome(Some((Step::Connect, FailureReason::ConnectionRefused)))),
+            &Ok(outcome(Some((
+                Step::Connect,
+                FailureReason::ConnectionRefused,
+            )))),
             t0,
         );
         assert_eq!(worse.consecutive_failures, 2);
@@ -1107,7 +1273,10 @@ mod tests {
             &Ok(outcome(Some((Step::Greeting, FailureReason::Timeout)))),
             t0,
         );
-        assert!(transition(Some(&worse), &other).is_some(), "a new reason is a transition");
+        assert!(
+            transition(Some(&worse), &other).is_some(),
+            "a new reason is a transition"
+        );
     }
 
     #[test]
@@ -1141,13 +1310,22 @@ mod tests {
 
     #[test]
     fn durations_parse_like_the_api_server() {
-        assert_eq!(parse_duration("f", "1h30m").ok(), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("f", "90s").ok(), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_duration("f", "1h30m").ok(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            parse_duration("f", "90s").ok(),
+            Some(Duration::from_secs(90))
+        );
         assert!(parse_duration("f", "10 minutes").is_err());
         assert!(parse_duration("f", "-5m").is_err());
         let mut s = spec(TlsMode::StartTls, false, false);
         s.verification.interval = "10s".into();
-        assert_eq!(schedule(&s).map_err(|p| p.reason), Err(reasons::INVALID_SPEC));
+        assert_eq!(
+            schedule(&s).map_err(|p| p.reason),
+            Err(reasons::INVALID_SPEC)
+        );
         s.verification.interval = "1m".into();
         s.verification.timeout = "10m".into();
         assert!(schedule(&s).is_err());

@@ -7,7 +7,7 @@ use kube::{Api, ResourceExt};
 
 use super::relay::{RelayRef, evaluate};
 use super::source::KubeSource;
-use super::{Context, Error, apply_status, error_action, jittered, publish};
+use super::{Context, Error, apply_status, error_action, jittered, publish, record};
 use crate::api::SmtpRelay;
 
 pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -15,7 +15,13 @@ pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Actio
     let namespace = relay.namespace().ok_or(Error::Missing("namespace"))?;
     let name = relay.name_any();
     let span = tracing::info_span!("reconcile", kind = "SmtpRelay", %namespace, %name);
-    reconcile_in_span(relay, ctx, namespace, name).instrument(span).await
+    let start = std::time::Instant::now();
+    let result = reconcile_in_span(relay, Arc::clone(&ctx), namespace, name)
+        .instrument(span)
+        .await;
+    ctx.metrics
+        .reconciled("SmtpRelay", result.is_ok(), start.elapsed());
+    result
 }
 
 async fn reconcile_in_span(
@@ -37,6 +43,7 @@ async fn reconcile_in_span(
         client: ctx.client.clone(),
     };
     let eval = evaluate(&relay_ref, &source, &ctx.limiter, false).await;
+    record(&ctx, "SmtpRelay", Some(&namespace), &name, &eval);
     if let Some(status) = &eval.status
         && Some(status) != relay.status.as_ref()
     {

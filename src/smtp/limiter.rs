@@ -87,7 +87,11 @@ mod tests {
         let mut tasks = Vec::new();
         for i in 0..20 {
             let limiter = Arc::clone(&limiter);
-            let host = if i % 2 == 0 { "Relay.Example." } else { "other" };
+            let host = if i % 2 == 0 {
+                "Relay.Example."
+            } else {
+                "other"
+            };
             tasks.push(tokio::spawn(async move {
                 let _p = limiter.acquire(host).await;
                 tokio::time::sleep(Duration::from_millis(5)).await;

@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(sender, "achats@example.test");
         assert_eq!(rcpt, "inbox@example.test");
         let text = String::from_utf8(bytes).expect("utf8");
-        assert!(text.contains("From: \"Service Achats\" <achats@example.test>"), "{text}");
+        assert!(
+            text.contains("From: \"Service Achats\" <achats@example.test>"),
+            "{text}"
+        );
         assert!(text.contains("Reply-To: no-reply@example.test"), "{text}");
         assert!(text.contains("X-Campaign: relay-check"), "{text}");
         assert!(text.contains(&format!("Message-ID: {id1}")), "{text}");

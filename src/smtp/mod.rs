@@ -269,16 +269,17 @@ pub fn redact_text(text: &str, secret: &str) -> String {
     let mut rest = text.as_str();
     while let Some(start) = rest.find(is_b64) {
         out.push_str(&rest[..start]);
-        let token_len = rest[start..].find(|c| !is_b64(c)).unwrap_or(rest.len() - start);
+        let token_len = rest[start..]
+            .find(|c| !is_b64(c))
+            .unwrap_or(rest.len() - start);
         let token = &rest[start..start + token_len];
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token)
-            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(token.trim_end_matches('=')));
-        let leaks = decoded.is_ok_and(|bytes| {
-            bytes
-                .windows(secret.len())
-                .any(|w| w == secret.as_bytes())
-        });
+            .or_else(|_| {
+                base64::engine::general_purpose::STANDARD_NO_PAD.decode(token.trim_end_matches('='))
+            });
+        let leaks =
+            decoded.is_ok_and(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
         out.push_str(if leaks { "<redacted>" } else { token });
         rest = &rest[start + token_len..];
     }
@@ -306,6 +307,9 @@ mod tests {
         assert!(!red.contains(&b64(secret)), "{red}");
         assert!(red.starts_with("535 you sent <redacted>"), "{red}");
         assert!(red.ends_with(" ok"), "{red}");
-        assert_eq!(redact_text("nothing to hide 250 OK", secret), "nothing to hide 250 OK");
+        assert_eq!(
+            redact_text("nothing to hide 250 OK", secret),
+            "nothing to hide 250 OK"
+        );
     }
 }

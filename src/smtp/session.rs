@@ -119,7 +119,9 @@ impl Session<'_> {
             ),
         };
 
-        let addrs = self.step(Step::Dns, resolve(&target.host, target.port)).await?;
+        let addrs = self
+            .step(Step::Dns, resolve(&target.host, target.port))
+            .await?;
         let tcp = self.step(Step::Connect, connect(addrs)).await?;
         let peer = tcp
             .peer_addr()
@@ -133,7 +135,9 @@ impl Session<'_> {
         let mut stream = Inner::Plain(tcp);
         if target.security == Security::Tls {
             let (config, name) = tls_config.clone().ok_or_else(internal)?;
-            stream = self.step(Step::Tls, handshake(stream, config, name)).await?;
+            stream = self
+                .step(Step::Tls, handshake(stream, config, name))
+                .await?;
             self.record_tls(&stream);
         }
 
@@ -157,16 +161,17 @@ impl Session<'_> {
 
         if target.security == Security::StartTls {
             let ehlo = self
-                .step(Step::Ehlo, command(&mut stream, &mut buf, &format!("EHLO {client_id}")))
+                .step(
+                    Step::Ehlo,
+                    command(&mut stream, &mut buf, &format!("EHLO {client_id}")),
+                )
                 .await?;
             self.expect(Step::Ehlo, &ehlo, 250, FailureReason::EhloRejected)?;
             self.record_ehlo(&ehlo.lines);
-            if !ehlo
-                .lines
-                .iter()
-                .skip(1)
-                .any(|l| l.get(4..).is_some_and(|k| k.trim().eq_ignore_ascii_case("STARTTLS")))
-            {
+            if !ehlo.lines.iter().skip(1).any(|l| {
+                l.get(4..)
+                    .is_some_and(|k| k.trim().eq_ignore_ascii_case("STARTTLS"))
+            }) {
                 return Err(Failure {
                     step: Step::StartTls,
                     reason: FailureReason::StartTlsNotOffered,
@@ -185,7 +190,9 @@ impl Session<'_> {
             // handshake: never let it reach the secure session (STARTTLS injection).
             buf.clear();
             let (config, name) = tls_config.clone().ok_or_else(internal)?;
-            stream = self.step(Step::Tls, handshake(stream, config, name)).await?;
+            stream = self
+                .step(Step::Tls, handshake(stream, config, name))
+                .await?;
             self.record_tls(&stream);
         }
 
@@ -258,9 +265,7 @@ impl Session<'_> {
         }
 
         if let Some((message_id, sender, recipient, bytes)) = message {
-            let result = self
-                .send(&mut conn, &sender, &recipient, &bytes)
-                .await;
+            let result = self.send(&mut conn, &sender, &recipient, &bytes).await;
             if let Err(f) = result {
                 conn.abort().await;
                 return Err(f);
@@ -294,7 +299,9 @@ impl Session<'_> {
             message: format!("invalid {what} address {value:?}"),
         };
         let from = sender.parse().map_err(|_| invalid("sender", sender))?;
-        let to = recipient.parse().map_err(|_| invalid("recipient", recipient))?;
+        let to = recipient
+            .parse()
+            .map_err(|_| invalid("recipient", recipient))?;
         self.step(Step::Mail, async {
             conn.command(Mail::new(Some(from), vec![]))
                 .await
@@ -487,7 +494,11 @@ async fn connect(addrs: Vec<SocketAddr>) -> StepResult<TcpStream> {
             None,
             format!("cannot connect to {addr}: {e}"),
         ),
-        None => (FailureReason::DnsFailure, None, "no address to connect to".into()),
+        None => (
+            FailureReason::DnsFailure,
+            None,
+            "no address to connect to".into(),
+        ),
     })
 }
 
@@ -542,7 +553,9 @@ fn parse_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, String> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         pos += nl + 1;
         let text = String::from_utf8_lossy(line).into_owned();
-        let digits = text.get(..3).filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
+        let digits = text
+            .get(..3)
+            .filter(|d| d.bytes().all(|b| b.is_ascii_digit()));
         let Some(this_code) = digits.and_then(|d| d.parse::<u16>().ok()) else {
             return Err(format!("not an SMTP reply: {:?}", truncate(&text, 80)));
         };

@@ -69,7 +69,8 @@ pub fn classify_handshake_error(err: &std::io::Error) -> (FailureReason, String)
                 describe_certificate_error(cert_error)
             ),
         ),
-        Some(rustls::Error::InvalidMessage(_)) | Some(rustls::Error::InappropriateMessage { .. }) => (
+        Some(rustls::Error::InvalidMessage(_))
+        | Some(rustls::Error::InappropriateMessage { .. }) => (
             FailureReason::TlsHandshakeFailed,
             format!(
                 "TLS handshake failed: the server did not answer with TLS ({}); check the port and tls.mode",
@@ -212,6 +213,9 @@ mod tests {
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
         );
-        assert_eq!(classify_handshake_error(&e).0, FailureReason::TlsHandshakeFailed);
+        assert_eq!(
+            classify_handshake_error(&e).0,
+            FailureReason::TlsHandshakeFailed
+        );
     }
 }

@@ -1,0 +1,258 @@
+//! Leader election on a coordination.k8s.io Lease, so that `replicas: 2` is safe:
+//! only the holder reconciles and sends mail. The decision is a pure function of
+//! the lease and the clock; the API traffic is optimistic (resourceVersion).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ObjectMeta, PostParams};
+
+/// What to do with the lease as it is now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// No lease yet: create it, holding it.
+    Create,
+    /// Free or expired: take it over.
+    Acquire,
+    /// We hold it: renew.
+    Renew,
+    /// Someone else holds a live lease: look again after this long.
+    Wait(Duration),
+}
+
+/// Decide from the lease, our identity and the clock.
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Create;
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    if holder == me {
+        return Decision::Renew;
+    }
+    if holder.is_empty() {
+        return Decision::Acquire;
+    }
+    let duration = Duration::from_secs(
+        u64::try_from(spec.lease_duration_seconds.unwrap_or(15).max(1)).unwrap_or(15),
+    );
+    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
+        return Decision::Acquire;
+    };
+    let age = Duration::try_from(now.duration_since(renewed.0)).unwrap_or(Duration::ZERO);
+    if age >= duration {
+        Decision::Acquire
+    } else {
+        Decision::Wait(duration - age)
+    }
+}
+
+/// Lease settings.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+    pub duration: Duration,
+    pub renew_every: Duration,
+}
+
+/// Takes, keeps and releases the lease.
+pub struct Elector {
+    api: Api<Lease>,
+    cfg: LeaseConfig,
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(Timestamp::now())
+}
+
+impl Elector {
+    pub fn new(client: kube::Client, cfg: LeaseConfig) -> Self {
+        Elector {
+            api: Api::namespaced(client, &cfg.namespace),
+            cfg,
+        }
+    }
+
+    fn spec(&self, previous: Option<&LeaseSpec>, renew: bool) -> LeaseSpec {
+        let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
+        LeaseSpec {
+            holder_identity: Some(self.cfg.identity.clone()),
+            lease_duration_seconds: Some(i32::try_from(self.cfg.duration.as_secs()).unwrap_or(15)),
+            acquire_time: if renew {
+                previous.and_then(|p| p.acquire_time.clone())
+            } else {
+                Some(now_micro())
+            },
+            renew_time: Some(now_micro()),
+            lease_transitions: Some(if renew { transitions } else { transitions + 1 }),
+            ..Default::default()
+        }
+    }
+
+    /// One attempt: Ok(true) when we hold the lease afterwards.
+    pub async fn try_once(&self) -> Result<bool, kube::Error> {
+        let current = self.api.get_opt(&self.cfg.name).await?;
+        let spec = current.as_ref().and_then(|l| l.spec.as_ref());
+        let decision = decide(spec, &self.cfg.identity, Timestamp::now());
+        let result = match decision {
+            Decision::Wait(_) => return Ok(false),
+            Decision::Create => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.cfg.name.clone()),
+                        namespace: Some(self.cfg.namespace.clone()),
+                        ..Default::default()
+                    },
+                    spec: Some(self.spec(None, false)),
+                };
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+            Decision::Acquire | Decision::Renew => {
+                let Some(mut lease) = current.clone() else {
+                    return Ok(false);
+                };
+                lease.spec = Some(self.spec(spec, decision == Decision::Renew));
+                // resourceVersion from the GET makes this a compare-and-swap.
+                self.api
+                    .replace(&self.cfg.name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Wait until we hold the lease.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_once().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "leader election: cannot read or write the lease")
+                }
+            }
+            tokio::time::sleep(self.cfg.renew_every).await;
+        }
+    }
+
+    /// Keep renewing; returns when the lease could not be renewed for its whole duration.
+    pub async fn hold(&self) {
+        let mut last_ok = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.cfg.renew_every).await;
+            match self.try_once().await {
+                Ok(true) => last_ok = tokio::time::Instant::now(),
+                Ok(false) => {
+                    tracing::error!("leader election: another replica holds the lease");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "leader election: renewal failed"),
+            }
+            if last_ok.elapsed() >= self.cfg.duration {
+                return;
+            }
+        }
+    }
+
+    /// Give the lease up so a follower takes over at once.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.cfg.name).await else {
+            return;
+        };
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.cfg.identity.as_str());
+        if !ours {
+            return;
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+            spec.renew_time = None;
+            spec.acquire_time = None;
+        }
+        match self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!("leader election: lease released"),
+            Err(e) => tracing::warn!(error = %e, "leader election: cannot release the lease"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(holder: Option<&str>, renewed: Option<&str>) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            lease_duration_seconds: Some(15),
+            renew_time: renewed.map(|t| MicroTime(t.parse().expect("ts"))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let now: Timestamp = "2026-01-01T00:00:10Z".parse().expect("ts");
+        assert_eq!(decide(None, "a", now), Decision::Create);
+        assert_eq!(
+            decide(
+                Some(&lease(Some("a"), Some("2026-01-01T00:00:09Z"))),
+                "a",
+                now
+            ),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(
+                Some(&lease(Some("b"), Some("2026-01-01T00:00:05Z"))),
+                "a",
+                now
+            ),
+            Decision::Wait(Duration::from_secs(10))
+        );
+        assert_eq!(
+            decide(
+                Some(&lease(Some("b"), Some("2025-12-31T23:59:50Z"))),
+                "a",
+                now
+            ),
+            Decision::Acquire,
+            "expired"
+        );
+        assert_eq!(
+            decide(Some(&lease(None, None)), "a", now),
+            Decision::Acquire,
+            "released"
+        );
+        assert_eq!(
+            decide(Some(&lease(Some("b"), None)), "a", now),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(
+                Some(&lease(Some("b"), Some("2026-01-01T00:00:20Z"))),
+                "a",
+                now
+            ),
+            Decision::Wait(Duration::from_secs(15)),
+            "clock skew never shortens a live lease"
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! Prometheus metrics. Labels are bounded: kinds, steps, reasons and relay names —
+//! never addresses, hosts or message ids.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, text::encode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub kind: String,
+    /// ok or error
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub kind: String,
+    /// Ready reason (Verified, AuthRejected, ...): a fixed set.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub kind: String,
+    pub ready: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RelayLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Every metric the operator exports.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    pub reconcile_duration: Family<KindLabels, Histogram>,
+    pub verifications: Family<OutcomeLabels, Counter>,
+    pub step_duration: Family<StepLabels, Histogram>,
+    pub relays: Family<ReadyLabels, Gauge>,
+    pub last_verification: Family<RelayLabels, Gauge>,
+    pub confirmation_mails_sent: Counter,
+    pub confirmations_completed: Counter,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("smtp_relay");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result",
+            reconciles.clone(),
+        );
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration by kind",
+            reconcile_duration.clone(),
+        );
+        let verifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "verifications",
+            "Verification sessions by kind and Ready reason",
+            verifications.clone(),
+        );
+        let step_duration = Family::<StepLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0002, 2.0, 18))
+        });
+        registry.register(
+            "verification_step_duration_seconds",
+            "Duration of each SMTP verification step",
+            step_duration.clone(),
+        );
+        let relays = Family::<ReadyLabels, Gauge>::default();
+        registry.register("relays", "Relays by kind and readiness", relays.clone());
+        let last_verification = Family::<RelayLabels, Gauge>::default();
+        registry.register(
+            "last_verification_timestamp_seconds",
+            "Unix time of each relay's last verification",
+            last_verification.clone(),
+        );
+        let confirmation_mails_sent = Counter::default();
+        registry.register(
+            "confirmation_mails_sent",
+            "Confirmation mails sent to sender addresses",
+            confirmation_mails_sent.clone(),
+        );
+        let confirmations_completed = Counter::default();
+        registry.register(
+            "confirmations_completed",
+            "Sender addresses confirmed by their owner",
+            confirmations_completed.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 when this replica holds the leader lease",
+            leader.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            reconciles,
+            reconcile_duration,
+            verifications,
+            step_duration,
+            relays,
+            last_verification,
+            confirmation_mails_sent,
+            confirmations_completed,
+            leader,
+        }
+    }
+
+    /// Record one reconcile.
+    pub fn reconciled(&self, kind: &str, ok: bool, took: Duration) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Record one verification session and its steps.
+    pub fn verified(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+        reason: &str,
+        outcome: Option<&crate::smtp::Outcome>,
+    ) {
+        self.verifications
+            .get_or_create(&OutcomeLabels {
+                kind: kind.into(),
+                reason: reason.into(),
+            })
+            .inc();
+        if let Some(o) = outcome {
+            for (step, d) in &o.steps {
+                self.step_duration
+                    .get_or_create(&StepLabels {
+                        step: step.as_str().into(),
+                    })
+                    .observe(d.as_secs_f64());
+            }
+        }
+        let now = jiff::Timestamp::now().as_second();
+        self.last_verification
+            .get_or_create(&RelayLabels {
+                kind: kind.into(),
+                namespace: namespace.unwrap_or("").into(),
+                name: name.into(),
+            })
+            .set(now);
+    }
+
+    /// Set the readiness gauges from the current set of relays.
+    pub fn set_relay_counts(&self, kind: &str, ready: i64, not_ready: i64) {
+        for (label, n) in [("true", ready), ("false", not_ready)] {
+            self.relays
+                .get_or_create(&ReadyLabels {
+                    kind: kind.into(),
+                    ready: label.into(),
+                })
+                .set(n);
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_with_bounded_labels() {
+        let m = Metrics::new();
+        m.reconciled("SmtpRelay", true, Duration::from_millis(3));
+        m.verified("SmtpRelay", Some("team"), "corporate", "Verified", None);
+        m.set_relay_counts("SmtpRelay", 3, 1);
+        m.confirmation_mails_sent.inc();
+        let text = m.render();
+        assert!(
+            text.contains("smtp_relay_reconciles_total{kind=\"SmtpRelay\",result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("smtp_relay_relays{kind=\"SmtpRelay\",ready=\"true\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "smtp_relay_verifications_total{kind=\"SmtpRelay\",reason=\"Verified\"} 1"
+            )
+        );
+        assert!(text.contains("smtp_relay_confirmation_mails_sent_total 1"));
+        assert!(text.contains("# EOF"));
+    }
+}
