@@ -931,7 +931,13 @@ mod tests {
     fn every_failure_lands_on_its_condition_and_ready() {
         use FailureReason as R;
         // (failing step, reason, condition that must be False, conditions that must be True, Unknown)
-        type Row = (Step, R, &'static str, &'static [&'static str], &'static [&'static str]);
+        type Row = (
+            Step,
+            R,
+            &'static str,
+            &'static [&'static str],
+            &'static [&'static str],
+        );
         let table: &[Row] = &[
             (
                 Step::Dns,
