@@ -49,7 +49,7 @@ fn full_target(h: &support::Harness) -> Target {
             username: support::USER.into(),
             password: Password::new(support::PASSWORD),
         }),
-        test_message: Some(TestMessage {
+        message: Some(TestMessage {
             from: Mailbox {
                 name: Some("Bench".into()),
                 address: "bench@example.test".into(),
@@ -58,7 +58,8 @@ fn full_target(h: &support::Harness) -> Target {
             to: "bench@example.test".into(),
             custom_headers: vec![],
             relay_label: "SmtpRelay bench/latency".into(),
-        }),
+        }
+        .outgoing()),
         timeout: Duration::from_secs(10),
     }
 }
@@ -150,8 +151,8 @@ async fn main() {
     let jobs = (0..200).map(|i| {
         let limiter = Arc::clone(&limiter);
         let mut t = t.clone();
-        if let Some(m) = t.test_message.as_mut() {
-            m.relay_label = format!("SmtpRelay bench/relay-{i}");
+        if let Some(m) = t.message.as_mut() {
+            m.subject = format!("bench relay-{i}");
         }
         async move {
             let _permit = limiter.acquire(&t.host).await;
@@ -197,7 +198,7 @@ async fn main() {
         security: Security::None,
         tls: TlsSettings::default(),
         credentials: None,
-        test_message: None,
+        message: None,
         timeout: Duration::from_secs(2),
     };
     let start = Instant::now();

@@ -2,6 +2,7 @@
 //! resources, verify them for real, and report the truth in status.
 
 pub mod api;
+pub mod confirm;
 pub mod controller;
 pub mod http;
 pub mod leader;

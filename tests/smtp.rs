@@ -19,7 +19,7 @@ fn target(port: u16, security: Security) -> Target {
         security,
         tls: TlsSettings::default(),
         credentials: None,
-        test_message: None,
+        message: None,
         timeout: Duration::from_secs(10),
     }
 }
@@ -65,7 +65,7 @@ fn reason(o: &smtp::Outcome) -> Option<FailureReason> {
 async fn plain_port_without_tls_delivers_a_test_message() {
     let h = harness();
     let mut t = target(h.plain_port, Security::None);
-    t.test_message = Some(test_message("plain@example.test", "plain-delivery"));
+    t.message = Some(test_message("plain@example.test", "plain-delivery").outgoing());
     let o = smtp::verify(&t).await;
     assert!(o.succeeded(), "{o:?}");
     assert_eq!(o.server.tls_version, None);
@@ -83,7 +83,7 @@ async fn starttls_with_auth_plain_delivers_with_from_name_reply_to_fallback_and_
         AuthMechanism::Plain,
         PASSWORD,
     );
-    t.test_message = Some(test_message("starttls@example.test", "starttls-delivery"));
+    t.message = Some(test_message("starttls@example.test", "starttls-delivery").outgoing());
     let o = smtp::verify(&t).await;
     assert!(o.succeeded(), "{o:?}");
     assert_eq!(o.server.tls_version.as_deref(), Some("TLSv1.3"));
@@ -130,7 +130,7 @@ async fn reply_to_falls_back_to_the_sender_without_no_reply() {
     );
     let mut m = test_message("fallback@example.test", "reply-to-sender");
     m.no_reply = None;
-    t.test_message = Some(m);
+    t.message = Some(m.outgoing());
     let o = smtp::verify(&t).await;
     assert!(o.succeeded(), "{o:?}");
     let mail = h.wait_for_message(&o.message_id.clone().expect("id"));
@@ -284,7 +284,7 @@ async fn reset_in_the_middle_of_data_is_connection_lost() {
     let port = fault::start(Fault::ResetMidData);
     let mut t = target(port, Security::None);
     t.host = "127.0.0.1".into();
-    t.test_message = Some(test_message("x@example.test", "reset"));
+    t.message = Some(test_message("x@example.test", "reset").outgoing());
     let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::ConnectionLost), "{o:?}");
     assert_eq!(o.failure.as_ref().expect("f").step, Step::Data);
@@ -315,7 +315,7 @@ async fn rejected_recipient_and_sender() {
         AuthMechanism::Plain,
         PASSWORD,
     );
-    t.test_message = Some(test_message("rejected@example.test", "rcpt"));
+    t.message = Some(test_message("rejected@example.test", "rcpt").outgoing());
     let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::RecipientRejected), "{o:?}");
     let f = o.failure.as_ref().expect("f");
@@ -324,7 +324,7 @@ async fn rejected_recipient_and_sender() {
 
     let mut m = test_message("someone@example.test", "sender");
     m.from.address = "blocked@example.test".into();
-    t.test_message = Some(m);
+    t.message = Some(m.outgoing());
     let o = smtp::verify(&t).await;
     // Postfix delays the sender restriction to RCPT (smtpd_delay_reject=yes).
     assert_eq!(reason(&o), Some(FailureReason::RecipientRejected), "{o:?}");

@@ -4,9 +4,11 @@
 //! `kubectl explain` prints: write them for the platform engineer reading them.
 
 mod condition;
+mod identity;
 mod relay;
 
 pub use condition::{Condition, ConditionStatus};
+pub use identity::*;
 pub use relay::*;
 
 /// API group of every kind in this crate.

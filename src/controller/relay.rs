@@ -293,7 +293,7 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
             message,
         });
     }
-    let test_message = spec
+    let message = spec
         .verification
         .recipient
         .as_ref()
@@ -313,7 +313,8 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
                 .map(|h| (h.name.clone(), h.value.clone()))
                 .collect(),
             relay_label: relay.label(),
-        });
+        }
+        .outgoing());
     Ok(Resolved {
         target: smtp::Target {
             host: spec.host.clone(),
@@ -321,7 +322,7 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
             security,
             tls,
             credentials,
-            test_message,
+            message,
             timeout,
         },
         inputs: versions.join("/"),

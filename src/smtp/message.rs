@@ -61,27 +61,58 @@ pub fn new_message_id(from_address: &str) -> String {
     format!("<{millis}.{nonce:032x}@{domain}>")
 }
 
-/// Build the test message: returns (Message-ID, envelope sender, recipient, RFC 5322 bytes).
-pub fn build_test_message(t: &TestMessage) -> Result<(String, String, String, Vec<u8>), String> {
-    let from = t.from.to_lettre()?;
-    let reply_to = effective_reply_to(None, t.no_reply.as_ref(), &t.from).to_lettre()?;
+/// A message ready to be sent through a relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub from: Mailbox,
+    /// Effective Reply-To (after fallbacks).
+    pub reply_to: Mailbox,
+    pub to: String,
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+    /// Extra headers, in order (relay custom headers, then the operator's marker).
+    pub headers: Vec<(String, String)>,
+}
+
+impl TestMessage {
+    /// The verification message for this relay.
+    pub fn outgoing(&self) -> Outgoing {
+        let mut headers = self.custom_headers.clone();
+        headers.push((VERIFICATION_HEADER.to_string(), self.relay_label.clone()));
+        Outgoing {
+            from: self.from.clone(),
+            reply_to: effective_reply_to(None, self.no_reply.as_ref(), &self.from).clone(),
+            to: self.to.clone(),
+            subject: format!("SMTP relay verification ({})", self.relay_label),
+            text: format!(
+                "This is a verification message sent by smtp-relay-operator through {}.\r\n\
+                 If it reached you, the relay accepted mail for delivery. No action is needed.\r\n",
+                self.relay_label
+            ),
+            headers,
+        }
+    }
+}
+
+/// A built message: Message-ID, envelope sender, recipient, RFC 5322 bytes.
+pub type Built = (String, String, String, Vec<u8>);
+
+/// Build the RFC 5322 message. Errors are human-readable; nothing is sent.
+pub fn build_message(m: &Outgoing) -> Result<Built, String> {
     let to: LettreMailbox = Mailbox {
         name: None,
-        address: t.to.clone(),
+        address: m.to.clone(),
     }
     .to_lettre()?;
-    let message_id = new_message_id(&t.from.address);
+    let message_id = new_message_id(&m.from.address);
     let mut builder = Message::builder()
-        .from(from)
-        .reply_to(reply_to)
+        .from(m.from.to_lettre()?)
+        .reply_to(m.reply_to.to_lettre()?)
         .to(to)
-        .subject(format!("SMTP relay verification ({})", t.relay_label))
-        .message_id(Some(message_id.clone()))
-        .raw_header(HeaderValue::new(
-            HeaderName::new_from_ascii_str(VERIFICATION_HEADER),
-            t.relay_label.clone(),
-        ));
-    for (name, value) in &t.custom_headers {
+        .subject(m.subject.clone())
+        .message_id(Some(message_id.clone()));
+    for (name, value) in &m.headers {
         let name = HeaderName::new_from_ascii(name.clone())
             .map_err(|_| format!("invalid header name {name:?}"))?;
         if value.contains(['\r', '\n']) {
@@ -89,20 +120,20 @@ pub fn build_test_message(t: &TestMessage) -> Result<(String, String, String, Ve
         }
         builder = builder.raw_header(HeaderValue::new(name, value.clone()));
     }
-    let body = format!(
-        "This is a verification message sent by smtp-relay-operator through {}.\r\n\
-         If it reached you, the relay accepted mail for delivery. No action is needed.\r\n",
-        t.relay_label
-    );
     let message = builder
-        .body(body)
-        .map_err(|e| format!("cannot build the test message: {e}"))?;
+        .body(m.text.clone())
+        .map_err(|e| format!("cannot build the message: {e}"))?;
     Ok((
         message_id,
-        t.from.address.clone(),
-        t.to.clone(),
+        m.from.address.clone(),
+        m.to.clone(),
         message.formatted(),
     ))
+}
+
+/// Build the relay's verification message.
+pub fn build_test_message(t: &TestMessage) -> Result<Built, String> {
+    build_message(&t.outgoing())
 }
 
 #[cfg(test)]

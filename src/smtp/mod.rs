@@ -16,7 +16,9 @@ use std::fmt;
 use std::time::Duration;
 
 pub use limiter::{HostLimiter, HostPermit};
-pub use message::{Mailbox, TestMessage, build_test_message, effective_reply_to};
+pub use message::{
+    Mailbox, Outgoing, TestMessage, build_message, build_test_message, effective_reply_to,
+};
 pub use session::verify;
 
 /// How the session is secured.
@@ -90,8 +92,9 @@ pub struct Target {
     pub security: Security,
     pub tls: TlsSettings,
     pub credentials: Option<Credentials>,
-    /// When set, a real message is sent (MAIL/RCPT/DATA).
-    pub test_message: Option<TestMessage>,
+    /// When set, this message is sent (MAIL/RCPT/DATA): the relay's test message, or
+    /// a confirmation mail.
+    pub message: Option<Outgoing>,
     /// Budget for the whole session, from DNS to QUIT.
     pub timeout: Duration,
 }

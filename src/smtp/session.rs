@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::message::build_test_message;
+use super::message::build_message;
 use super::{
     AuthMechanism, Failure, FailureReason, Outcome, Security, ServerFacts, Step, Target, der, tls,
 };
@@ -96,8 +96,8 @@ impl Session<'_> {
     async fn run(&mut self) -> Result<(), Failure> {
         let target = self.target;
         // Validate what we can before touching the network.
-        let message = match &target.test_message {
-            Some(t) => Some(build_test_message(t).map_err(|m| Failure {
+        let message = match &target.message {
+            Some(t) => Some(build_message(t).map_err(|m| Failure {
                 step: Step::Mail,
                 reason: FailureReason::InvalidTarget,
                 code: None,

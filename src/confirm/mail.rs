@@ -1,0 +1,150 @@
+//! The confirmation mail, in English or French.
+
+use crate::api::Language;
+use crate::smtp::{Mailbox, Outgoing};
+
+/// Header carrying the attempt id (not secret), so a mail can be matched to its attempt.
+pub const ATTEMPT_HEADER: &str = "X-SmtpRelay-Confirmation";
+
+/// What the mail needs to say.
+pub struct ConfirmationMail<'a> {
+    pub language: Language,
+    /// The relay's default sender.
+    pub from: Mailbox,
+    pub reply_to: Mailbox,
+    pub address: &'a str,
+    pub display_name: Option<&'a str>,
+    /// "namespace/name" of the identity.
+    pub identity: &'a str,
+    pub attempt_id: &'a str,
+    /// Link with token, when a base URL is configured.
+    pub link: Option<String>,
+    pub code: &'a str,
+    /// Human-readable validity, e.g. "24h".
+    pub ttl: &'a str,
+    /// The relay's custom headers.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Build the confirmation mail.
+pub fn build(m: &ConfirmationMail<'_>) -> Outgoing {
+    let who = match m.display_name {
+        Some(n) if !n.is_empty() => format!("{n} <{}>", m.address),
+        _ => m.address.to_string(),
+    };
+    let (subject, text) = match m.language {
+        crate::api::Language::En => {
+            let how = match &m.link {
+                Some(link) => format!(
+                    "To confirm, open this link and press \"Confirm\":\r\n\r\n  {link}\r\n\r\nor give this code to your platform team:"
+                ),
+                None => "To confirm, give this code to your platform team:".to_string(),
+            };
+            (
+                format!("Confirm {} as a sender address", m.address),
+                format!(
+                    "Hello,\r\n\r\n\
+                     Applications in your organisation want to send mail as {who}\r\n\
+                     (sender identity {identity}).\r\n\r\n\
+                     {how}\r\n\r\n  {code}\r\n\r\n\
+                     (kubectl annotate senderidentity ... smtprelay.io/confirmation-code={code})\r\n\r\n\
+                     The link and the code are valid for {ttl}. If you did not expect this\r\n\
+                     message, ignore it: nothing will be sent as this address.\r\n",
+                    identity = m.identity,
+                    code = m.code,
+                    ttl = m.ttl,
+                ),
+            )
+        }
+        crate::api::Language::Fr => {
+            let how = match &m.link {
+                Some(link) => format!(
+                    "Pour confirmer, ouvrez ce lien puis cliquez sur \u{ab} Confirmer \u{bb} :\r\n\r\n  {link}\r\n\r\nou communiquez ce code \u{e0} votre \u{e9}quipe plateforme :"
+                ),
+                None => "Pour confirmer, communiquez ce code \u{e0} votre \u{e9}quipe plateforme :".to_string(),
+            };
+            (
+                format!("Confirmez l'adresse d'envoi {}", m.address),
+                format!(
+                    "Bonjour,\r\n\r\n\
+                     Des applications de votre organisation souhaitent envoyer des e-mails\r\n\
+                     en tant que {who} (identit\u{e9} d'envoi {identity}).\r\n\r\n\
+                     {how}\r\n\r\n  {code}\r\n\r\n\
+                     (kubectl annotate senderidentity ... smtprelay.io/confirmation-code={code})\r\n\r\n\
+                     Le lien et le code sont valables {ttl}. Si vous n'attendiez pas ce\r\n\
+                     message, ignorez-le : rien ne sera envoy\u{e9} depuis cette adresse.\r\n",
+                    identity = m.identity,
+                    code = m.code,
+                    ttl = m.ttl,
+                ),
+            )
+        }
+    };
+    let mut headers = m.headers.clone();
+    headers.push((ATTEMPT_HEADER.to_string(), m.attempt_id.to_string()));
+    Outgoing {
+        from: m.from.clone(),
+        reply_to: m.reply_to.clone(),
+        to: m.address.to_string(),
+        subject,
+        text,
+        headers,
+    }
+}
+
+/// Pull the link and code back out of a delivered confirmation mail (tests, tooling).
+/// Handles quoted-printable soft line breaks.
+pub fn parse(raw: &str) -> (Option<String>, Option<String>) {
+    let text = raw.replace("=\r\n", "").replace("=\n", "");
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/confirm/") && w.starts_with("http"))
+        .map(str::to_string);
+    let code = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("smtprelay.io/confirmation-code="))
+        .map(|c| c.trim_end_matches(')').to_string());
+    (link, code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail(language: Language, link: Option<String>) -> Outgoing {
+        build(&ConfirmationMail {
+            language,
+            from: Mailbox {
+                name: Some("ACME".into()),
+                address: "noreply@example.test".into(),
+            },
+            reply_to: Mailbox {
+                name: None,
+                address: "noreply@example.test".into(),
+            },
+            address: "sales@example.test",
+            display_name: Some("Sales"),
+            identity: "team/sales",
+            attempt_id: "a1b2c3",
+            link,
+            code: "ABCD-EFGH",
+            ttl: "24h",
+            headers: vec![("X-Campaign".into(), "c".into())],
+        })
+    }
+
+    #[test]
+    fn both_languages_carry_link_code_and_attempt() {
+        for lang in [Language::En, Language::Fr] {
+            let m = mail(lang, Some("https://c.example.test/confirm/team/sales/TOKEN".into()));
+            assert_eq!(m.to, "sales@example.test");
+            assert!(m.headers.contains(&(ATTEMPT_HEADER.into(), "a1b2c3".into())));
+            let (link, code) = parse(&m.text);
+            assert_eq!(link.as_deref(), Some("https://c.example.test/confirm/team/sales/TOKEN"));
+            assert_eq!(code.as_deref(), Some("ABCD-EFGH"));
+        }
+        assert!(mail(Language::Fr, None).subject.starts_with("Confirmez"));
+        assert!(mail(Language::En, None).subject.starts_with("Confirm sales@"));
+        assert_eq!(parse(&mail(Language::En, None).text).0, None);
+    }
+}

@@ -1,0 +1,280 @@
+//! The confirmation endpoint, served by every replica (state lives in the API server).
+//!
+//! GET on a link shows what is being confirmed and a Confirm button and changes
+//! nothing: mail scanners open links. POST confirms. Every refusal looks the same,
+//! so the endpoint never tells whether an identity exists.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+
+use super::{ConfirmKey, TOKEN, check, confirmed};
+use crate::api::{SenderIdentity, SenderIdentityStatus};
+use crate::controller::MANAGER;
+use crate::metrics::Metrics;
+
+/// Fixed-window rate limits: per client address and overall.
+pub struct RateLimiter {
+    per_ip: u32,
+    global: u32,
+    window: Duration,
+    state: Mutex<(Instant, u32, HashMap<IpAddr, u32>)>,
+}
+
+impl RateLimiter {
+    pub fn new(per_ip: u32, global: u32, window: Duration) -> Self {
+        RateLimiter {
+            per_ip,
+            global,
+            window,
+            state: Mutex::new((Instant::now(), 0, HashMap::new())),
+        }
+    }
+
+    /// May this client make one more request now?
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0.elapsed() >= self.window {
+            *s = (Instant::now(), 0, HashMap::new());
+        }
+        if s.1 >= self.global {
+            return false;
+        }
+        let count = s.2.entry(ip).or_insert(0);
+        if *count >= self.per_ip {
+            return false;
+        }
+        *count += 1;
+        s.1 += 1;
+        true
+    }
+}
+
+/// What the endpoint needs.
+pub struct ConfirmState {
+    pub client: kube::Client,
+    pub key: ConfirmKey,
+    pub limiter: RateLimiter,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: Arc<ConfirmState>) -> Router {
+    Router::new()
+        .route("/confirm/{namespace}/{name}", get(landing))
+        .route(
+            "/confirm/{namespace}/{name}/{token}",
+            get(show).post(confirm),
+        )
+        .with_state(state)
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <meta name=\"robots\" content=\"noindex\"><title>{t}</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}\
+         button{{font-size:1.1rem;padding:.5rem 1.5rem}}</style></head>\
+         <body><h1>{t}</h1>{body}</body></html>",
+        t = escape(title)
+    ))
+}
+
+fn refused() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        page(
+            "Link not valid",
+            "<p>This confirmation link is not valid: it may have expired, been replaced by a newer one, or already been used.</p>",
+        ),
+    )
+        .into_response()
+}
+
+fn too_many() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        page("Too many requests", "<p>Please try again in a minute.</p>"),
+    )
+        .into_response()
+}
+
+async fn landing(
+    State(st): State<Arc<ConfirmState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    if !st.limiter.allow(peer.ip()) {
+        return too_many();
+    }
+    page(
+        "Confirm a sender address",
+        "<p>Open the link from the confirmation mail to confirm the address.</p>",
+    )
+    .into_response()
+}
+
+/// Look the identity up and check the token; None for every kind of refusal.
+async fn lookup(st: &ConfirmState, namespace: &str, name: &str, token: &str) -> Option<SenderIdentity> {
+    let api: Api<SenderIdentity> = Api::namespaced(st.client.clone(), namespace);
+    let identity = api.get_opt(name).await.ok()??;
+    let c = identity.status.as_ref()?.confirmation.as_ref()?;
+    check(c, &identity.spec.address, &st.key, TOKEN, token, jiff::Timestamp::now()).ok()?;
+    Some(identity)
+}
+
+async fn show(
+    State(st): State<Arc<ConfirmState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((namespace, name, token)): Path<(String, String, String)>,
+) -> Response {
+    if !st.limiter.allow(peer.ip()) {
+        return too_many();
+    }
+    let Some(identity) = lookup(&st, &namespace, &name, &token).await else {
+        return refused();
+    };
+    let who = match &identity.spec.display_name {
+        Some(n) => format!("{} &lt;{}&gt;", escape(n), escape(&identity.spec.address)),
+        None => escape(&identity.spec.address),
+    };
+    let relay = identity
+        .status
+        .as_ref()
+        .and_then(|s| s.relay.clone())
+        .unwrap_or_default();
+    page(
+        "Confirm a sender address",
+        &format!(
+            "<p>Applications want to send mail as <strong>{who}</strong> through {relay} \
+             (sender identity {ns}/{n}).</p>\
+             <p>If this is your address and you agree, confirm it:</p>\
+             <form method=\"post\"><button type=\"submit\">Confirm</button></form>\
+             <p>If you did not expect this, close this page: nothing changes until you confirm.</p>",
+            relay = escape(&relay),
+            ns = escape(&namespace),
+            n = escape(&name),
+        ),
+    )
+    .into_response()
+}
+
+async fn confirm(
+    State(st): State<Arc<ConfirmState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((namespace, name, token)): Path<(String, String, String)>,
+) -> Response {
+    if !st.limiter.allow(peer.ip()) {
+        return too_many();
+    }
+    // Read, check, write with the read resourceVersion as a precondition; a concurrent
+    // change makes the write fail and we check again against the new state.
+    for _ in 0..3 {
+        let Some(identity) = lookup(&st, &namespace, &name, &token).await else {
+            return refused();
+        };
+        let Some(status) = identity.status.clone() else {
+            return refused();
+        };
+        let Some(c) = status.confirmation.as_ref() else {
+            return refused();
+        };
+        let next = SenderIdentityStatus {
+            confirmation: Some(confirmed(c, jiff::Timestamp::now())),
+            ..status.clone()
+        };
+        match write_status(&st.client, &identity, &next).await {
+            Ok(()) => {
+                st.metrics.confirmations_completed.inc();
+                tracing::info!(%namespace, %name, "sender address confirmed by link");
+                return page(
+                    "Address confirmed",
+                    &format!(
+                        "<p><strong>{}</strong> is confirmed. You can close this page.</p>",
+                        escape(&identity.spec.address)
+                    ),
+                )
+                .into_response();
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => {
+                tracing::warn!(%namespace, %name, error = %e, "cannot record a confirmation");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    page("Try again", "<p>The confirmation could not be recorded. Please try again.</p>"),
+                )
+                    .into_response();
+            }
+        }
+    }
+    refused()
+}
+
+/// Apply an identity's status, only if the object is still at the version we read.
+pub async fn write_status(
+    client: &kube::Client,
+    identity: &SenderIdentity,
+    status: &SenderIdentityStatus,
+) -> Result<(), kube::Error> {
+    use kube::ResourceExt;
+    let namespace = identity.namespace().unwrap_or_default();
+    let api: Api<SenderIdentity> = Api::namespaced(client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "smtprelay.io/v1alpha1",
+        "kind": "SenderIdentity",
+        "metadata": {
+            "name": identity.name_any(),
+            "namespace": namespace,
+            "resourceVersion": identity.resource_version(),
+        },
+        "status": status,
+    });
+    api.patch_status(
+        &identity.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_per_client_and_overall() {
+        let l = RateLimiter::new(2, 3, Duration::from_secs(60));
+        let a: IpAddr = "127.0.0.1".parse().expect("ip");
+        let b: IpAddr = "127.0.0.2".parse().expect("ip");
+        assert!(l.allow(a) && l.allow(a));
+        assert!(!l.allow(a), "per-client limit");
+        assert!(l.allow(b));
+        assert!(!l.allow(b), "global limit");
+        let l = RateLimiter::new(1, 10, Duration::from_millis(1));
+        assert!(l.allow(a));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(l.allow(a), "a new window");
+    }
+
+    #[test]
+    fn escapes_user_text() {
+        assert_eq!(escape("<b>\"x\"&'"), "&lt;b&gt;&quot;x&quot;&amp;&#39;");
+    }
+}
