@@ -49,17 +49,19 @@ fn full_target(h: &support::Harness) -> Target {
             username: support::USER.into(),
             password: Password::new(support::PASSWORD),
         }),
-        message: Some(TestMessage {
-            from: Mailbox {
-                name: Some("Bench".into()),
-                address: "bench@example.test".into(),
-            },
-            no_reply: None,
-            to: "bench@example.test".into(),
-            custom_headers: vec![],
-            relay_label: "SmtpRelay bench/latency".into(),
-        }
-        .outgoing()),
+        message: Some(
+            TestMessage {
+                from: Mailbox {
+                    name: Some("Bench".into()),
+                    address: "bench@example.test".into(),
+                },
+                no_reply: None,
+                to: "bench@example.test".into(),
+                custom_headers: vec![],
+                relay_label: "SmtpRelay bench/latency".into(),
+            }
+            .outgoing(),
+        ),
         timeout: Duration::from_secs(10),
     }
 }

@@ -40,6 +40,16 @@ enum Command {
         /// Address of /healthz, /readyz and /metrics.
         #[arg(long, default_value = "0.0.0.0:8080")]
         metrics_addr: std::net::SocketAddr,
+        /// Address of the confirmation endpoint (links mailed to sender addresses).
+        #[arg(long, default_value = "0.0.0.0:8081")]
+        confirmation_addr: std::net::SocketAddr,
+        /// Public base URL of the confirmation endpoint, e.g. https://mail-confirm.example.com.
+        /// Without it, confirmation mails carry only the code.
+        #[arg(long)]
+        confirmation_base_url: Option<String>,
+        /// Secret in --namespace holding the confirmation key (created if absent).
+        #[arg(long, default_value = "smtp-relay-operator-confirmation-key")]
+        confirmation_key_secret: String,
         /// Take a coordination.k8s.io Lease before acting (for replicas > 1).
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         leader_election: bool,
@@ -104,6 +114,9 @@ async fn main() -> ExitCode {
             sessions_per_host,
             concurrency,
             metrics_addr,
+            confirmation_addr,
+            confirmation_base_url,
+            confirmation_key_secret,
             leader_election,
             lease_name,
             shutdown_timeout,
@@ -126,6 +139,9 @@ async fn main() -> ExitCode {
                     concurrency,
                 },
                 metrics_addr,
+                confirmation_addr,
+                confirmation_base_url: confirmation_base_url.filter(|u| !u.is_empty()),
+                confirmation_key_secret,
                 leader_election,
                 lease_name,
                 identity,

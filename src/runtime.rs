@@ -16,6 +16,12 @@ use crate::metrics::Metrics;
 pub struct RunOptions {
     pub settings: Settings,
     pub metrics_addr: SocketAddr,
+    /// Where the confirmation endpoint listens.
+    pub confirmation_addr: SocketAddr,
+    /// Public base URL of the confirmation endpoint (links in mails); None: code only.
+    pub confirmation_base_url: Option<String>,
+    /// Secret (in the operator namespace) holding the confirmation key.
+    pub confirmation_key_secret: String,
     pub leader_election: bool,
     pub lease_name: String,
     pub identity: String,
@@ -35,6 +41,57 @@ pub enum RunError {
     },
     #[error("lost the leader lease; exiting so that only one replica acts")]
     LostLeadership,
+    #[error("cannot read or create the confirmation key Secret {0}: {1}")]
+    Key(String, #[source] kube::Error),
+}
+
+/// Read the confirmation key from its Secret, creating it on first start. Every
+/// replica shares it, so any of them can check a link.
+pub async fn confirmation_key(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<crate::confirm::ConfirmKey, RunError> {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    const KEY: &str = "key";
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let what = || format!("{namespace}/{name}");
+    for _ in 0..3 {
+        if let Some(s) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| RunError::Key(what(), e))?
+            && let Some(bytes) = s.data.as_ref().and_then(|d| d.get(KEY))
+            && bytes.0.len() >= 32
+        {
+            return Ok(crate::confirm::ConfirmKey::new(&bytes.0));
+        }
+        let (key, bytes) = crate::confirm::ConfirmKey::generate();
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            },
+            data: Some([(KEY.to_string(), k8s_openapi::ByteString(bytes))].into()),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => {
+                tracing::info!(secret = %what(), "created the confirmation key");
+                return Ok(key);
+            }
+            // Another replica created it first: read theirs.
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(RunError::Key(what(), e)),
+        }
+    }
+    Err(RunError::Key(
+        what(),
+        kube::Error::Service("the key Secret exists but holds no usable key".into()),
+    ))
 }
 
 pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError> {
@@ -69,8 +126,33 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
+    let key = confirmation_key(
+        &client,
+        &opts.settings.operator_namespace,
+        &opts.confirmation_key_secret,
+    )
+    .await?;
+    let confirm_listener = tokio::net::TcpListener::bind(opts.confirmation_addr)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: opts.confirmation_addr,
+            source,
+        })?;
+    let confirm_app =
+        crate::confirm::server::router(Arc::new(crate::confirm::server::ConfirmState {
+            client: client.clone(),
+            key: key.clone(),
+            limiter: crate::confirm::server::RateLimiter::new(20, 600, Duration::from_secs(60)),
+            metrics: Arc::clone(&metrics),
+        }));
+    tokio::spawn(async move {
+        let app = confirm_app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(confirm_listener, app).await {
+            tracing::error!(error = %e, "confirmation endpoint stopped");
+        }
+    });
     probe.ready.store(true, Ordering::SeqCst);
-    tracing::info!(addr = %opts.metrics_addr, "serving /healthz /readyz /metrics");
+    tracing::info!(metrics = %opts.metrics_addr, confirmation = %opts.confirmation_addr, "serving /healthz /readyz /metrics and /confirm");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -112,6 +194,10 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
         Arc::clone(&metrics),
         stores,
         stop_rx.clone(),
+        Some(controller::ConfirmContext {
+            key,
+            base_url: opts.confirmation_base_url.clone(),
+        }),
     );
     let lost = async {
         match &elector {

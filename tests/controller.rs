@@ -38,6 +38,8 @@ fn context() -> (Arc<Context>, Handle) {
             },
         ),
         cluster_relays: store,
+        relays: kube::runtime::reflector::store::<SmtpRelay>().0,
+        confirmation: None,
         metrics: Arc::new(smtp_relay_operator::metrics::Metrics::new()),
     };
     (Arc::new(ctx), handle)

@@ -97,13 +97,34 @@ pub struct ConnectionSecretRef {
     category = "smtp",
     doc = "A sender address that applications send from through a relay. It becomes Ready once its relay is Ready and its owner has confirmed the address with the link or code mailed to it.",
     printcolumn(name = "Address", type_ = "string", json_path = ".spec.address"),
-    printcolumn(name = "Display Name", type_ = "string", json_path = ".spec.displayName"),
+    printcolumn(
+        name = "Display Name",
+        type_ = "string",
+        json_path = ".spec.displayName"
+    ),
     printcolumn(name = "Relay", type_ = "string", json_path = ".status.relay"),
     printcolumn(name = "Usage", type_ = "string", json_path = ".spec.usage"),
-    printcolumn(name = "Confirmation", type_ = "string", json_path = ".status.confirmation.state"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Confirmation",
+        type_ = "string",
+        json_path = ".status.confirmation.state"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SenderIdentitySpec {
@@ -197,6 +218,21 @@ pub struct ConfirmationStatus {
     /// Last value of the smtprelay.io/resend annotation that was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_resend_request: Option<String>,
+    /// Why the current attempt's mail could not be sent, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_failure: Option<SendFailure>,
+}
+
+/// A confirmation mail the relay did not accept.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SendFailure {
+    /// When the send was attempted.
+    pub time: String,
+    /// Stable reason, as for relays (AuthRejected, RecipientRejected, ...).
+    pub reason: String,
+    /// The server's reply or the error, without secrets.
+    pub message: String,
 }
 
 /// Observed state of a SenderIdentity.

@@ -61,7 +61,8 @@ pub fn build(m: &ConfirmationMail<'_>) -> Outgoing {
                 Some(link) => format!(
                     "Pour confirmer, ouvrez ce lien puis cliquez sur \u{ab} Confirmer \u{bb} :\r\n\r\n  {link}\r\n\r\nou communiquez ce code \u{e0} votre \u{e9}quipe plateforme :"
                 ),
-                None => "Pour confirmer, communiquez ce code \u{e0} votre \u{e9}quipe plateforme :".to_string(),
+                None => "Pour confirmer, communiquez ce code \u{e0} votre \u{e9}quipe plateforme :"
+                    .to_string(),
             };
             (
                 format!("Confirmez l'adresse d'envoi {}", m.address),
@@ -136,15 +137,28 @@ mod tests {
     #[test]
     fn both_languages_carry_link_code_and_attempt() {
         for lang in [Language::En, Language::Fr] {
-            let m = mail(lang, Some("https://c.example.test/confirm/team/sales/TOKEN".into()));
+            let m = mail(
+                lang,
+                Some("https://c.example.test/confirm/team/sales/TOKEN".into()),
+            );
             assert_eq!(m.to, "sales@example.test");
-            assert!(m.headers.contains(&(ATTEMPT_HEADER.into(), "a1b2c3".into())));
+            assert!(
+                m.headers
+                    .contains(&(ATTEMPT_HEADER.into(), "a1b2c3".into()))
+            );
             let (link, code) = parse(&m.text);
-            assert_eq!(link.as_deref(), Some("https://c.example.test/confirm/team/sales/TOKEN"));
+            assert_eq!(
+                link.as_deref(),
+                Some("https://c.example.test/confirm/team/sales/TOKEN")
+            );
             assert_eq!(code.as_deref(), Some("ABCD-EFGH"));
         }
         assert!(mail(Language::Fr, None).subject.starts_with("Confirmez"));
-        assert!(mail(Language::En, None).subject.starts_with("Confirm sales@"));
+        assert!(
+            mail(Language::En, None)
+                .subject
+                .starts_with("Confirm sales@")
+        );
         assert_eq!(parse(&mail(Language::En, None).text).0, None);
     }
 }

@@ -86,7 +86,11 @@ impl Secrets {
         let code: String = (0..8)
             .map(|i| {
                 let c = char::from(CODE_ALPHABET[rng.random_range(0..CODE_ALPHABET.len())]);
-                if i == 4 { format!("-{c}") } else { c.to_string() }
+                if i == 4 {
+                    format!("-{c}")
+                } else {
+                    c.to_string()
+                }
             })
             .collect();
         Secrets {
@@ -129,7 +133,9 @@ impl Refusal {
     pub fn explain(self) -> &'static str {
         match self {
             Refusal::NoAttempt => "no confirmation is pending",
-            Refusal::Expired => "the confirmation has expired; annotate smtprelay.io/resend to get a new one",
+            Refusal::Expired => {
+                "the confirmation has expired; annotate smtprelay.io/resend to get a new one"
+            }
             Refusal::AlreadyConfirmed => "the address is already confirmed",
             Refusal::Mismatch => "the code does not match the current confirmation",
         }
@@ -228,7 +234,11 @@ mod tests {
         assert_eq!(a.token.len(), 22, "128 bits in base64url");
         assert_eq!(a.code.len(), 9);
         assert_eq!(a.code.as_bytes()[4], b'-');
-        assert!(normalize_code(&a.code).bytes().all(|c| CODE_ALPHABET.contains(&c)));
+        assert!(
+            normalize_code(&a.code)
+                .bytes()
+                .all(|c| CODE_ALPHABET.contains(&c))
+        );
         assert!(!format!("{a:?}").contains(&a.token));
         assert!(!format!("{a:?}").contains(&a.code));
     }
@@ -239,31 +249,69 @@ mod tests {
         let s = Secrets::generate();
         let c = pending(&key, &s, "2026-01-02T00:00:00Z");
         let now = ts("2026-01-01T12:00:00Z");
-        assert_eq!(check(&c, "a@example.test", &key, TOKEN, &s.token, now), Ok(()));
-        let sloppy = s.code.to_lowercase().replace('-', " ");
-        assert_eq!(check(&c, "a@example.test", &key, CODE, &sloppy, now), Ok(()));
-        assert_eq!(check(&c, "a@example.test", &key, TOKEN, "wrong", now), Err(Refusal::Mismatch));
-        assert_eq!(check(&c, "a@example.test", &key, CODE, &s.token, now), Err(Refusal::Mismatch), "a token is not a code");
-        assert_eq!(check(&c, "a@example.test", &key, TOKEN, &s.code, now), Err(Refusal::Mismatch));
         assert_eq!(
-            check(&c, "a@example.test", &key, TOKEN, &s.token, ts("2026-01-02T00:00:01Z")),
+            check(&c, "a@example.test", &key, TOKEN, &s.token, now),
+            Ok(())
+        );
+        let sloppy = s.code.to_lowercase().replace('-', " ");
+        assert_eq!(
+            check(&c, "a@example.test", &key, CODE, &sloppy, now),
+            Ok(())
+        );
+        assert_eq!(
+            check(&c, "a@example.test", &key, TOKEN, "wrong", now),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            check(&c, "a@example.test", &key, CODE, &s.token, now),
+            Err(Refusal::Mismatch),
+            "a token is not a code"
+        );
+        assert_eq!(
+            check(&c, "a@example.test", &key, TOKEN, &s.code, now),
+            Err(Refusal::Mismatch)
+        );
+        assert_eq!(
+            check(
+                &c,
+                "a@example.test",
+                &key,
+                TOKEN,
+                &s.token,
+                ts("2026-01-02T00:00:01Z")
+            ),
             Err(Refusal::Expired)
         );
-        assert_eq!(check(&c, "b@example.test", &key, TOKEN, &s.token, now), Err(Refusal::NoAttempt));
+        assert_eq!(
+            check(&c, "b@example.test", &key, TOKEN, &s.token, now),
+            Err(Refusal::NoAttempt)
+        );
         let (other_key, _) = ConfirmKey::generate();
-        assert_eq!(check(&c, "a@example.test", &other_key, TOKEN, &s.token, now), Err(Refusal::Mismatch));
+        assert_eq!(
+            check(&c, "a@example.test", &other_key, TOKEN, &s.token, now),
+            Err(Refusal::Mismatch)
+        );
         // A newer attempt supersedes the old token.
         let s2 = Secrets::generate();
         let c2 = pending(&key, &s2, "2026-01-02T00:00:00Z");
-        assert_eq!(check(&c2, "a@example.test", &key, TOKEN, &s.token, now), Err(Refusal::Mismatch));
+        assert_eq!(
+            check(&c2, "a@example.test", &key, TOKEN, &s.token, now),
+            Err(Refusal::Mismatch)
+        );
         // Single use.
         let done = confirmed(&c, now);
         assert_eq!(done.token_digest, None);
-        assert_eq!(check(&done, "a@example.test", &key, TOKEN, &s.token, now), Err(Refusal::AlreadyConfirmed));
+        assert_eq!(
+            check(&done, "a@example.test", &key, TOKEN, &s.token, now),
+            Err(Refusal::AlreadyConfirmed)
+        );
         // Not sent yet (crash before sending): nothing to confirm.
         let mut unsent = c.clone();
         unsent.sent_at = None;
-        assert_eq!(check(&unsent, "a@example.test", &key, TOKEN, &s.token, now), Err(Refusal::NoAttempt));
+        assert_eq!(
+            check(&unsent, "a@example.test", &key, TOKEN, &s.token, now),
+            Err(Refusal::NoAttempt)
+        );
     }
 
     #[test]
@@ -272,6 +320,9 @@ mod tests {
             link("https://c.example.com/", "team", "sales", "tok"),
             "https://c.example.com/confirm/team/sales/tok"
         );
-        assert_eq!(page_url("https://c.example.com", "team", "sales"), "https://c.example.com/confirm/team/sales");
+        assert_eq!(
+            page_url("https://c.example.com", "team", "sales"),
+            "https://c.example.com/confirm/team/sales"
+        );
     }
 }

@@ -131,11 +131,24 @@ async fn landing(
 }
 
 /// Look the identity up and check the token; None for every kind of refusal.
-async fn lookup(st: &ConfirmState, namespace: &str, name: &str, token: &str) -> Option<SenderIdentity> {
+async fn lookup(
+    st: &ConfirmState,
+    namespace: &str,
+    name: &str,
+    token: &str,
+) -> Option<SenderIdentity> {
     let api: Api<SenderIdentity> = Api::namespaced(st.client.clone(), namespace);
     let identity = api.get_opt(name).await.ok()??;
     let c = identity.status.as_ref()?.confirmation.as_ref()?;
-    check(c, &identity.spec.address, &st.key, TOKEN, token, jiff::Timestamp::now()).ok()?;
+    check(
+        c,
+        &identity.spec.address,
+        &st.key,
+        TOKEN,
+        token,
+        jiff::Timestamp::now(),
+    )
+    .ok()?;
     Some(identity)
 }
 
@@ -200,7 +213,7 @@ async fn confirm(
             ..status.clone()
         };
         match write_status(&st.client, &identity, &next).await {
-            Ok(()) => {
+            Ok(_) => {
                 st.metrics.confirmations_completed.inc();
                 tracing::info!(%namespace, %name, "sender address confirmed by link");
                 return page(
@@ -217,7 +230,10 @@ async fn confirm(
                 tracing::warn!(%namespace, %name, error = %e, "cannot record a confirmation");
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    page("Try again", "<p>The confirmation could not be recorded. Please try again.</p>"),
+                    page(
+                        "Try again",
+                        "<p>The confirmation could not be recorded. Please try again.</p>",
+                    ),
                 )
                     .into_response();
             }
@@ -231,7 +247,7 @@ pub async fn write_status(
     client: &kube::Client,
     identity: &SenderIdentity,
     status: &SenderIdentityStatus,
-) -> Result<(), kube::Error> {
+) -> Result<SenderIdentity, kube::Error> {
     use kube::ResourceExt;
     let namespace = identity.namespace().unwrap_or_default();
     let api: Api<SenderIdentity> = Api::namespaced(client.clone(), &namespace);
@@ -251,7 +267,6 @@ pub async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map(|_| ())
 }
 
 #[cfg(test)]

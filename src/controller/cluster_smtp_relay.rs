@@ -10,24 +10,32 @@ use super::source::KubeSource;
 use super::{Context, Error, apply_status, error_action, jittered, publish, record};
 use crate::api::{ClusterSmtpRelay, ConditionStatus, SmtpRelayStatus};
 
-/// Which default claim is honoured: the oldest claimer (then the smallest name).
-/// Returns the DefaultRelay condition for `me`, or None when it makes no claim.
+/// Order of default claims: the oldest claimer first, then the smallest name.
+fn claim_key(r: &ClusterSmtpRelay) -> (Option<jiff::Timestamp>, String) {
+    (
+        r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        r.name_any(),
+    )
+}
+
+/// The ClusterSmtpRelay whose default claim is honoured, if any claims it.
+pub fn honoured_default(all: &[Arc<ClusterSmtpRelay>]) -> Option<Arc<ClusterSmtpRelay>> {
+    all.iter()
+        .filter(|r| r.spec.default && r.metadata.deletion_timestamp.is_none())
+        .min_by_key(|r| claim_key(r))
+        .cloned()
+}
+
+/// The DefaultRelay condition for `me`, or None when it makes no claim.
 pub fn default_claim(me: &ClusterSmtpRelay, all: &[Arc<ClusterSmtpRelay>]) -> Option<Desired> {
     if !me.spec.default {
         return None;
     }
-    let key = |r: &ClusterSmtpRelay| {
-        (
-            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            r.name_any(),
-        )
+    let honoured = honoured_default(all);
+    let winner = match &honoured {
+        Some(w) if claim_key(w) < claim_key(me) => w.as_ref(),
+        _ => me,
     };
-    let winner = all
-        .iter()
-        .filter(|r| r.spec.default && r.metadata.deletion_timestamp.is_none())
-        .map(|r| r.as_ref())
-        .chain(std::iter::once(me))
-        .min_by_key(|r| key(r))?;
     let others: Vec<String> = all
         .iter()
         .filter(|r| r.spec.default && r.name_any() != me.name_any())

@@ -2,6 +2,7 @@
 
 pub mod cluster_smtp_relay;
 pub mod relay;
+pub mod sender_identity;
 pub mod smtp_relay;
 pub mod source;
 
@@ -19,7 +20,9 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 
-use crate::api::{ClusterSmtpRelay, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus};
+use crate::api::{
+    ClusterSmtpRelay, RelayKindRef, SenderIdentity, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus,
+};
 use crate::metrics::Metrics;
 use crate::smtp::HostLimiter;
 use relay::Transition;
@@ -34,6 +37,16 @@ pub enum Error {
     Status(#[source] kube::Error),
     #[error("object has no {0}")]
     Missing(&'static str),
+    #[error("the object changed while it was being reconciled")]
+    Conflict,
+}
+
+/// What the SenderIdentity controller needs for confirmations.
+#[derive(Clone, Debug)]
+pub struct ConfirmContext {
+    pub key: crate::confirm::ConfirmKey,
+    /// Base URL of the confirmation endpoint; without it, mails carry only the code.
+    pub base_url: Option<String>,
 }
 
 /// Settings of a running operator.
@@ -55,7 +68,11 @@ pub struct Context {
     pub recorder: Recorder,
     /// All ClusterSmtpRelays, to decide which default claim is honoured.
     pub cluster_relays: Store<ClusterSmtpRelay>,
+    /// All SmtpRelays, for the identities that use them.
+    pub relays: Store<SmtpRelay>,
     pub metrics: Arc<Metrics>,
+    /// Confirmation settings; None runs relays only.
+    pub confirmation: Option<ConfirmContext>,
 }
 
 /// The controllers' caches, for gauges computed at scrape time.
@@ -254,6 +271,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stores: Arc<std::sync::OnceLock<Stores>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    confirmation: Option<ConfirmContext>,
 ) {
     let relays: Api<SmtpRelay> = Api::all(client.clone());
     let cluster_relays: Api<ClusterSmtpRelay> = Api::all(client.clone());
@@ -274,6 +292,8 @@ pub async fn run(
     });
     let ctx = Arc::new(Context {
         metrics,
+        confirmation: confirmation.clone(),
+        relays: relay_store.clone(),
         client: client.clone(),
         limiter: HostLimiter::new(settings.sessions_per_host),
         recorder: Recorder::new(client.clone(), reporter),
@@ -292,6 +312,8 @@ pub async fn run(
     let default_ns = settings.operator_namespace.clone();
     use crate::api::CaBundleKind::{ConfigMap as CmKind, Secret as SecretKind};
 
+    let identity_ctx = Arc::clone(&ctx);
+    let identity_shutdown = shutdown.clone();
     let relay_run = relay_controller
         .with_config(controller_config.clone())
         .watches_stream(
@@ -317,7 +339,7 @@ pub async fn run(
     // A change of any ClusterSmtpRelay's default claim re-decides every claimer.
     let claimers = cluster_store.clone();
     let cluster_run = cluster_controller
-        .with_config(controller_config)
+        .with_config(controller_config.clone())
         .watches_stream(
             secret_events(),
             referencing(cluster_store.clone(), SecretKind, default_ns.clone()),
@@ -350,7 +372,75 @@ pub async fn run(
             }
         });
 
-    futures::join!(relay_run, cluster_run);
+    // SenderIdentities: reconciled on their own changes and on any change of the relay
+    // they use (its status turns Ready, its credentials rotate).
+    let identities: Api<SenderIdentity> = Api::all(client.clone());
+    let identity_controller =
+        Controller::new(identities, watcher::Config::default().any_semantic());
+    let identity_store = identity_controller.store();
+    let by_relay = identity_store.clone();
+    let by_cluster_relay = identity_store;
+    let identity_run = async {
+        if confirmation.is_none() {
+            return;
+        }
+        identity_controller
+            .with_config(controller_config.clone())
+            .watches(
+                Api::<SmtpRelay>::all(client.clone()),
+                watcher::Config::default(),
+                move |r| {
+                    let (ns, name) = (r.namespace(), r.name_any());
+                    by_relay
+                        .state()
+                        .into_iter()
+                        .filter(|i| {
+                            sender_identity::uses_relay(
+                                i,
+                                RelayKindRef::SmtpRelay,
+                                ns.as_deref(),
+                                &name,
+                            )
+                        })
+                        .map(|i| ObjectRef::from_obj(&*i))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .watches(
+                Api::<ClusterSmtpRelay>::all(client.clone()),
+                watcher::Config::default(),
+                move |r| {
+                    let name = r.name_any();
+                    by_cluster_relay
+                        .state()
+                        .into_iter()
+                        .filter(|i| {
+                            sender_identity::uses_relay(
+                                i,
+                                RelayKindRef::ClusterSmtpRelay,
+                                None,
+                                &name,
+                            )
+                        })
+                        .map(|i| ObjectRef::from_obj(&*i))
+                        .collect::<Vec<_>>()
+                },
+            )
+            .graceful_shutdown_on(wait_for(identity_shutdown))
+            .run(
+                sender_identity::reconcile,
+                sender_identity::error_policy,
+                Arc::clone(&identity_ctx),
+            )
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "SenderIdentity reconcile");
+                }
+            })
+            .await;
+    };
+
+    futures::join!(relay_run, cluster_run, identity_run);
 }
 
 /// Resolves when the shutdown flag is raised (or its sender is gone).
@@ -384,6 +474,10 @@ pub async fn shutdown_signal() {
 
 /// Requeue policy after a reconcile error (API trouble, not relay trouble).
 pub fn error_action(error: &Error) -> Action {
+    if let Error::Conflict = error {
+        tracing::debug!("object changed during reconcile; retrying at once");
+        return Action::requeue(Duration::from_millis(500));
+    }
     tracing::warn!(%error, "reconcile failed; retrying in 15s");
     Action::requeue(Duration::from_secs(15))
 }

@@ -293,11 +293,8 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
             message,
         });
     }
-    let message = spec
-        .verification
-        .recipient
-        .as_ref()
-        .map(|to| smtp::TestMessage {
+    let message = spec.verification.recipient.as_ref().map(|to| {
+        smtp::TestMessage {
             from: smtp::Mailbox {
                 name: spec.default_sender.name.clone(),
                 address: spec.default_sender.address.clone(),
@@ -314,7 +311,8 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
                 .collect(),
             relay_label: relay.label(),
         }
-        .outgoing());
+        .outgoing()
+    });
     Ok(Resolved {
         target: smtp::Target {
             host: spec.host.clone(),
