@@ -93,10 +93,63 @@ pub fn build(m: &ConfirmationMail<'_>) -> Outgoing {
     }
 }
 
+/// The text of a delivered message: body decoded from quoted-printable or base64
+/// when its headers say so; text without headers is returned as is.
+pub fn body_text(raw: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let Some((headers, body)) = raw.split_once("\n\n") else {
+        return raw;
+    };
+    let encoding = headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-transfer-encoding")
+                .then(|| v.trim().to_ascii_lowercase())
+        })
+        .unwrap_or_default();
+    match encoding.as_str() {
+        "quoted-printable" => decode_quoted_printable(body),
+        "base64" => {
+            use base64::Engine as _;
+            let compact: String = body.split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        }
+        _ if headers.lines().any(|l| l.contains(':')) => body.to_string(),
+        _ => raw,
+    }
+}
+
+fn decode_quoted_printable(body: &str) -> String {
+    let mut out = Vec::with_capacity(body.len());
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'=' if bytes.get(i + 1) == Some(&b'\n') => i += 2,
+            b'=' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(&body[i + 1..i + 3], 16) {
+                    Ok(b) => out.push(b),
+                    Err(_) => out.extend_from_slice(&bytes[i..i + 3]),
+                }
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Pull the link and code back out of a delivered confirmation mail (tests, tooling).
-/// Handles quoted-printable soft line breaks.
 pub fn parse(raw: &str) -> (Option<String>, Option<String>) {
-    let text = raw.replace("=\r\n", "").replace("=\n", "");
+    let text = body_text(raw);
     let link = text
         .split_whitespace()
         .find(|w| w.contains("/confirm/") && w.starts_with("http"))
@@ -154,6 +207,11 @@ mod tests {
             assert_eq!(code.as_deref(), Some("ABCD-EFGH"));
         }
         assert!(mail(Language::Fr, None).subject.starts_with("Confirmez"));
+        let qp = "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n(kubectl annotate smtprelay.io/confirmation-code=3DAB=\r\nCD-EFGH) caf=C3=A9\r\n";
+        assert_eq!(parse(qp).1.as_deref(), Some("ABCD-EFGH"));
+        assert!(body_text(qp).contains("café"));
+        let b64 = "Content-Transfer-Encoding: base64\r\n\r\nc210cHJlbGF5LmlvL2NvbmZpcm1hdGlvbi1jb2RlPVdYWVotMTIzNA==\r\n";
+        assert_eq!(parse(b64).1.as_deref(), Some("WXYZ-1234"));
         assert!(
             mail(Language::En, None)
                 .subject

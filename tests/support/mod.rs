@@ -2,6 +2,7 @@
 //! scripted SMTP server for faults a real MTA cannot produce on demand.
 #![allow(dead_code)]
 
+pub mod fake_api;
 pub mod fault;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,541 @@
+//! SenderIdentity against the real Postfix harness: the confirmation mail (en, fr)
+//! arrives and parses, the endpoint and the annotation confirm, refusals, resets,
+//! crash safety, relay readiness, and the connection Secret. The API server is the
+//! in-memory fake in tests/support/fake_api.rs.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::MockConnectInfo;
+use base64::Engine as _;
+use http::StatusCode;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{Store, store::Writer};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use smtp_relay_operator::api::{ClusterSmtpRelay, ConfirmationState, SenderIdentity, SmtpRelay};
+use smtp_relay_operator::confirm::{self, ConfirmKey};
+use smtp_relay_operator::controller::sender_identity::{self, CODE_ANNOTATION, RESEND_ANNOTATION};
+use smtp_relay_operator::controller::{ConfirmContext, Context, Settings};
+use smtp_relay_operator::metrics::Metrics;
+use smtp_relay_operator::smtp::HostLimiter;
+use support::fake_api::FakeApi;
+use tower::ServiceExt as _;
+
+const NS: &str = "team";
+const BASE: &str = "https://confirm.example.test";
+
+struct Env {
+    fake: FakeApi,
+    ctx: Arc<Context>,
+    key: ConfirmKey,
+    relays: Writer<SmtpRelay>,
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn identity_path(name: &str) -> String {
+    format!("/apis/smtprelay.io/v1alpha1/namespaces/{NS}/senderidentities/{name}")
+}
+
+fn unique(tag: &str) -> String {
+    let n: u32 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{tag}-{n:08x}")
+}
+
+fn relay_object(ready: bool) -> SmtpRelay {
+    let h = support::harness();
+    serde_json::from_value(json!({
+        "apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
+        "metadata": {"name": "corporate", "namespace": NS, "generation": 1, "resourceVersion": "1"},
+        "spec": {
+            "host": "localhost", "port": h.submission_port,
+            "tls": {"mode": "StartTls", "caBundleRef": {"kind": "ConfigMap", "name": "harness-ca"}},
+            "auth": {"credentialsSecretRef": {"name": "creds"}},
+            "defaultSender": {"address": "noreply@example.test", "name": "ACME Mail"},
+            "noReply": {"address": "no-reply@example.test"},
+            "customHeaders": [{"name": "X-Campaign", "value": "confirmations"}],
+            "usage": ["sales", "purchasing"],
+        },
+        "status": {"observedGeneration": 1, "conditions": [{
+            "type": "Ready", "status": if ready { "True" } else { "False" },
+            "reason": if ready { "Verified" } else { "AuthRejected" }, "message": "m",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+    }))
+    .expect("relay")
+}
+
+fn env(base_url: Option<&str>) -> Env {
+    let h = support::harness();
+    let fake = FakeApi::default();
+    fake.put(
+        &format!("/api/v1/namespaces/{NS}/secrets/creds"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
+               "data": {"username": b64(support::USER), "password": b64(support::PASSWORD)}}),
+    );
+    fake.put(
+        &format!("/api/v1/namespaces/{NS}/configmaps/harness-ca"),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "harness-ca", "namespace": NS},
+               "data": {"ca.crt": String::from_utf8(h.ca_pem()).expect("pem")}}),
+    );
+    let client = fake.client();
+    let mut relays = Writer::<SmtpRelay>::new(());
+    relays.apply_watcher_event(&watcher::Event::Apply(relay_object(true)));
+    let cluster: Store<ClusterSmtpRelay> = kube::runtime::reflector::store::<ClusterSmtpRelay>().0;
+    let key = ConfirmKey::new(b"test-key-test-key-test-key-test-key!");
+    let ctx = Context {
+        client: client.clone(),
+        limiter: HostLimiter::new(2),
+        settings: Settings {
+            operator_namespace: "smtp-relay-system".into(),
+            sessions_per_host: 2,
+            concurrency: 4,
+        },
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "smtp-relay-operator".into(),
+                instance: None,
+            },
+        ),
+        cluster_relays: cluster,
+        relays: relays.as_reader(),
+        metrics: Arc::new(Metrics::new()),
+        confirmation: Some(ConfirmContext {
+            key: key.clone(),
+            base_url: base_url.map(str::to_string),
+        }),
+    };
+    Env {
+        fake,
+        ctx: Arc::new(ctx),
+        key,
+        relays,
+    }
+}
+
+impl Env {
+    fn create_identity(&self, name: &str, spec: Value) {
+        self.fake.put(
+            &identity_path(name),
+            json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
+                   "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        );
+    }
+
+    fn identity(&self, name: &str) -> SenderIdentity {
+        serde_json::from_value(self.fake.get(&identity_path(name)).expect("identity"))
+            .expect("typed")
+    }
+
+    async fn reconcile(&self, name: &str) {
+        sender_identity::reconcile(Arc::new(self.identity(name)), Arc::clone(&self.ctx))
+            .await
+            .expect("reconcile");
+    }
+
+    fn edit(&self, name: &str, f: impl FnOnce(&mut Value)) {
+        let mut obj = self.fake.get(&identity_path(name)).expect("identity");
+        f(&mut obj);
+        self.fake.put(&identity_path(name), obj);
+    }
+
+    fn confirmation(&self, name: &str) -> smtp_relay_operator::api::ConfirmationStatus {
+        self.identity(name)
+            .status
+            .and_then(|s| s.confirmation)
+            .expect("confirmation status")
+    }
+
+    fn condition(&self, name: &str, t: &str) -> (String, String) {
+        let s = self.identity(name).status.expect("status");
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap_or_else(|| panic!("no {t}"));
+        (format!("{:?}", c.status), c.reason.clone())
+    }
+
+    /// Wait for the mail of the current attempt; returns (raw mail, link, code).
+    fn mail(&self, name: &str) -> (String, Option<String>, String) {
+        let attempt = self.confirmation(name).attempt_id.expect("attempt");
+        let raw =
+            support::harness().wait_for_message(&format!("X-SmtpRelay-Confirmation: {attempt}"));
+        let (link, code) = confirm::mail::parse(&raw);
+        (raw, link, code.expect("code in mail"))
+    }
+
+    async fn http(&self, method: &str, uri: &str) -> (StatusCode, String) {
+        let state = Arc::new(confirm::server::ConfirmState {
+            client: self.ctx.client.clone(),
+            key: self.key.clone(),
+            limiter: confirm::server::RateLimiter::new(1000, 1000, Duration::from_secs(60)),
+            metrics: Arc::clone(&self.ctx.metrics),
+        });
+        let app = confirm::server::router(state)
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let path = uri.strip_prefix(BASE).unwrap_or(uri).to_string();
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = app.oneshot(req).await.expect("response");
+        let status = resp.status();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+fn identity_spec(address: &str, language: &str) -> Value {
+    json!({"address": address, "displayName": "Sales Team", "usage": ["sales"],
+           "relayRef": {"kind": "SmtpRelay", "name": "corporate"},
+           "confirmation": {"language": language, "ttl": "24h"}})
+}
+
+#[tokio::test]
+async fn the_confirmation_mail_arrives_in_both_languages_and_parses() {
+    let env = env(Some(BASE));
+    for (lang, subject) in [("en", "Subject: Confirm "), ("fr", "Subject: Confirmez")] {
+        let name = unique(&format!("mail-{lang}"));
+        let address = format!("{name}@example.test");
+        env.create_identity(&name, identity_spec(&address, lang));
+        env.reconcile(&name).await;
+        assert_eq!(
+            env.condition(&name, "ConfirmationSent"),
+            ("True".into(), "Sent".into())
+        );
+        let c = env.confirmation(&name);
+        assert_eq!(
+            c.page_url.as_deref(),
+            Some(format!("{BASE}/confirm/{NS}/{name}").as_str())
+        );
+        let (raw, link, code) = env.mail(&name);
+        assert!(raw.contains(subject), "{raw}");
+        assert!(
+            raw.contains("From: \"ACME Mail\" <noreply@example.test>"),
+            "{raw}"
+        );
+        assert!(raw.contains("X-Campaign: confirmations"), "{raw}");
+        assert!(raw.contains(&format!("To: {address}")), "{raw}");
+        let link = link.expect("link");
+        assert!(
+            link.starts_with(&format!("{BASE}/confirm/{NS}/{name}/")),
+            "{link}"
+        );
+        assert_eq!(confirm::normalize_code(&code).len(), 8);
+        // Status never holds what the mail holds.
+        let status = serde_json::to_string(&env.identity(&name).status).expect("json");
+        let token = link.rsplit('/').next().expect("token");
+        assert!(!status.contains(token) && !status.contains(&code));
+    }
+}
+
+#[tokio::test]
+async fn get_shows_the_page_without_confirming_and_post_confirms_once() {
+    let env = env(Some(BASE));
+    let name = unique("link");
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "en"));
+    env.reconcile(&name).await;
+    let (_, link, _) = env.mail(&name);
+    let link = link.expect("link");
+    let (status, page) = env.http("GET", &link).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains(&format!("{name}@example.test")) && page.contains("<form method=\"post\">"),
+        "{page}"
+    );
+    assert_eq!(
+        env.confirmation(&name).state,
+        ConfirmationState::Pending,
+        "GET changes nothing"
+    );
+    let (status, page) = env.http("POST", &link).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(env.confirmation(&name).state, ConfirmationState::Confirmed);
+    let (status, _) = env.http("POST", &link).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "single use");
+    env.reconcile(&name).await;
+    assert_eq!(
+        env.condition(&name, "Confirmed"),
+        ("True".into(), "Confirmed".into())
+    );
+    assert_eq!(
+        env.condition(&name, "Ready"),
+        ("True".into(), "Ready".into())
+    );
+}
+
+#[tokio::test]
+async fn wrong_expired_and_superseded_tokens_are_refused_alike() {
+    let env = env(Some(BASE));
+    let name = unique("refusals");
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "en"));
+    env.reconcile(&name).await;
+    let (_, first, _) = env.mail(&name);
+    let first = first.expect("link");
+    let wrong = format!("{BASE}/confirm/{NS}/{name}/AAAAAAAAAAAAAAAAAAAAAA");
+    let nobody = format!("{BASE}/confirm/{NS}/no-such-identity/AAAAAAAAAAAAAAAAAAAAAA");
+    let (s1, p1) = env.http("POST", &wrong).await;
+    let (s2, p2) = env.http("POST", &nobody).await;
+    assert_eq!((s1, s2), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    assert_eq!(p1, p2, "a wrong token and a missing identity look the same");
+    // Ask for a new attempt: the first link is superseded.
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({RESEND_ANNOTATION: "again"})
+    });
+    env.reconcile(&name).await;
+    let (_, second, _) = env.mail(&name);
+    let second = second.expect("link");
+    assert_ne!(first, second);
+    assert_eq!(
+        env.http("POST", &first).await.0,
+        StatusCode::NOT_FOUND,
+        "superseded"
+    );
+    // Expired: move the expiry into the past.
+    env.edit(&name, |o| {
+        o["status"]["confirmation"]["expiresAt"] = json!("2020-01-01T00:00:00Z")
+    });
+    assert_eq!(
+        env.http("GET", &second).await.0,
+        StatusCode::NOT_FOUND,
+        "expired"
+    );
+    assert_eq!(
+        env.http("POST", &second).await.0,
+        StatusCode::NOT_FOUND,
+        "expired"
+    );
+    env.reconcile(&name).await;
+    assert_eq!(env.confirmation(&name).state, ConfirmationState::Expired);
+}
+
+#[tokio::test]
+async fn the_code_given_back_in_an_annotation_confirms_and_is_removed() {
+    let env = env(None);
+    let name = unique("code");
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "fr"));
+    env.reconcile(&name).await;
+    let (raw, link, code) = env.mail(&name);
+    assert_eq!(
+        link, None,
+        "no base URL: the mail carries only the code\n{raw}"
+    );
+    assert_eq!(env.confirmation(&name).page_url, None);
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({CODE_ANNOTATION: "0000-0000"})
+    });
+    env.reconcile(&name).await;
+    assert_eq!(
+        env.condition(&name, "Confirmed"),
+        ("False".into(), "CodeRejected".into())
+    );
+    assert!(
+        env.identity(&name)
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(CODE_ANNOTATION)
+            .is_none()
+    );
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({CODE_ANNOTATION: code.to_lowercase()})
+    });
+    env.reconcile(&name).await;
+    assert_eq!(env.confirmation(&name).state, ConfirmationState::Confirmed);
+    assert!(
+        env.identity(&name)
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(CODE_ANNOTATION)
+            .is_none()
+    );
+    assert_eq!(
+        env.condition(&name, "Ready"),
+        ("True".into(), "Ready".into())
+    );
+}
+
+#[tokio::test]
+async fn changing_the_address_starts_again() {
+    let env = env(None);
+    let name = unique("readdress");
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "en"));
+    env.reconcile(&name).await;
+    let (_, _, code) = env.mail(&name);
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({CODE_ANNOTATION: code})
+    });
+    env.reconcile(&name).await;
+    assert_eq!(env.confirmation(&name).state, ConfirmationState::Confirmed);
+    let other = format!("{name}-new@example.test");
+    env.edit(&name, |o| {
+        o["spec"]["address"] = json!(other);
+        o["metadata"]["generation"] = json!(2);
+    });
+    env.reconcile(&name).await;
+    let c = env.confirmation(&name);
+    assert_eq!(
+        (c.state, c.address.as_str()),
+        (ConfirmationState::Pending, other.as_str())
+    );
+    let (raw, _, _) = env.mail(&name);
+    assert!(raw.contains(&format!("To: {other}")));
+    assert_eq!(env.condition(&name, "Ready").0, "False");
+}
+
+#[tokio::test]
+async fn a_crash_between_persisting_and_sending_never_sends_an_attempt_twice() {
+    let env = env(None);
+    let name = unique("crash");
+    let address = format!("{name}@example.test");
+    env.create_identity(&name, identity_spec(&address, "en"));
+    // What the operator persisted before it died: an attempt that was never sent.
+    env.edit(&name, |o| {
+        o["status"] = json!({"confirmation": {"state": "Pending", "address": address, "attemptId": "deadbeef0001",
+            "attempts": 1, "recentAttempts": [confirm::rfc3339(jiff::Timestamp::now())],
+            "expiresAt": "2099-01-01T00:00:00Z", "tokenDigest": "AAAA", "codeDigest": "AAAA"}});
+    });
+    env.reconcile(&name).await;
+    let c = env.confirmation(&name);
+    assert_ne!(c.attempt_id.as_deref(), Some("deadbeef0001"));
+    assert_eq!(c.attempts, 2);
+    env.mail(&name);
+    env.reconcile(&name).await;
+    assert_eq!(
+        env.confirmation(&name).attempt_id,
+        c.attempt_id,
+        "no further attempt"
+    );
+    let maildir = support::harness().maildir();
+    let mut for_address = 0;
+    for sub in ["new", "cur"] {
+        for e in std::fs::read_dir(maildir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            assert!(
+                !text.contains("deadbeef0001"),
+                "the crashed attempt was sent"
+            );
+            if text.contains(&format!("To: {address}")) {
+                for_address += 1;
+            }
+        }
+    }
+    assert_eq!(for_address, 1, "exactly one mail");
+}
+
+#[tokio::test]
+async fn a_relay_that_is_not_ready_sends_nothing() {
+    let mut env = env(None);
+    env.relays
+        .apply_watcher_event(&watcher::Event::Apply(relay_object(false)));
+    let name = unique("norelay");
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "en"));
+    env.reconcile(&name).await;
+    assert_eq!(
+        env.condition(&name, "RelayReady"),
+        ("False".into(), "RelayNotReady".into())
+    );
+    assert_eq!(
+        env.condition(&name, "ConfirmationSent"),
+        ("False".into(), "WaitingForRelay".into())
+    );
+    assert_eq!(env.confirmation(&name).attempt_id, None);
+    // Once the relay is Ready, the mail goes out.
+    env.relays
+        .apply_watcher_event(&watcher::Event::Apply(relay_object(true)));
+    env.reconcile(&name).await;
+    env.mail(&name);
+}
+
+#[tokio::test]
+async fn the_connection_secret_appears_only_when_ready_and_follows_rotation() {
+    let env = env(None);
+    let name = unique("conn");
+    let mut spec = identity_spec(&format!("{name}@example.test"), "en");
+    spec["writeConnectionSecretToRef"] = json!({"name": format!("{name}-smtp")});
+    spec["signature"] = json!("-- \nSales Team");
+    env.create_identity(&name, spec);
+    let secret_path = format!("/api/v1/namespaces/{NS}/secrets/{name}-smtp");
+    env.reconcile(&name).await;
+    assert!(
+        env.fake.get(&secret_path).is_none(),
+        "not before confirmation"
+    );
+    assert_eq!(env.condition(&name, "ConnectionSecretReady").0, "False");
+    let (_, _, code) = env.mail(&name);
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({CODE_ANNOTATION: code})
+    });
+    env.reconcile(&name).await;
+    let secret = env.fake.get(&secret_path).expect("connection secret");
+    let field = |s: &Value, k: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s["data"][k].as_str().unwrap_or(""))
+                .expect("b64"),
+        )
+        .expect("utf8")
+    };
+    assert_eq!(field(&secret, "password"), support::PASSWORD);
+    assert_eq!(field(&secret, "host"), "localhost");
+    assert_eq!(field(&secret, "tlsMode"), "StartTls");
+    assert_eq!(field(&secret, "replyTo"), "no-reply@example.test");
+    assert_eq!(
+        field(&secret, "from"),
+        format!("\"Sales Team\" <{name}@example.test>")
+    );
+    assert_eq!(field(&secret, "signature"), "-- \nSales Team");
+    assert_eq!(
+        field(&secret, "customHeaders"),
+        "X-Campaign: confirmations\n"
+    );
+    let owner = &secret["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["controller"].as_bool()),
+        (Some("SenderIdentity"), Some(true))
+    );
+    assert_eq!(
+        env.condition(&name, "Ready"),
+        ("True".into(), "Ready".into())
+    );
+    // Rotate the relay's credentials.
+    env.fake.put(
+        &format!("/api/v1/namespaces/{NS}/secrets/creds"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
+               "data": {"username": b64(support::ROTATED_USER), "password": b64(support::ROTATED_PASSWORD)}}),
+    );
+    env.reconcile(&name).await;
+    let secret = env.fake.get(&secret_path).expect("connection secret");
+    assert_eq!(field(&secret, "password"), support::ROTATED_PASSWORD);
+    assert_eq!(field(&secret, "username"), support::ROTATED_USER);
+    // Unchanged: not rewritten.
+    let writes = env.fake.writes().len();
+    env.reconcile(&name).await;
+    let new_writes: Vec<_> = env.fake.writes().into_iter().skip(writes).collect();
+    assert!(
+        new_writes.iter().all(|(_, p)| !p.ends_with("-smtp")),
+        "{new_writes:?}"
+    );
+    // Status and events never carry the password.
+    let everything = format!("{:?}", env.fake.get(&identity_path(&name)));
+    assert!(!everything.contains(support::ROTATED_PASSWORD));
+}
