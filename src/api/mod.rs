@@ -68,6 +68,7 @@ pub fn crds() -> Vec<(
             "smtprelay.io_clustersmtprelays.yaml",
             ClusterSmtpRelay::crd(),
         ),
+        ("smtprelay.io_senderidentities.yaml", SenderIdentity::crd()),
     ]
 }
 

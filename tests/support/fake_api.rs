@@ -15,7 +15,75 @@ struct State {
     objects: BTreeMap<String, Value>,
     version: u64,
     writes: Vec<(String, String)>,
+    requests: Vec<Call>,
 }
+
+/// One request as RBAC sees it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Call {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+}
+
+/// An API path taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiPath {
+    /// "" for the core group, else e.g. "smtprelay.io".
+    pub group: String,
+    prefix: String,
+    pub namespace: Option<String>,
+    pub resource: String,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+impl ApiPath {
+    pub fn parse(path: &str) -> Option<ApiPath> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, prefix_len) = match segs.first()? {
+            &"api" => (String::new(), 2),
+            &"apis" => (segs.get(1)?.to_string(), 3),
+            _ => return None,
+        };
+        let prefix = segs.get(..prefix_len)?.join("/");
+        let rest = &segs[prefix_len..];
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail),
+            other => (None, other),
+        };
+        let resource = rest.first()?.to_string();
+        Some(ApiPath {
+            group,
+            prefix,
+            namespace,
+            resource,
+            name: rest.get(1).map(|s| s.to_string()),
+            subresource: rest.get(2).map(|s| s.to_string()),
+        })
+    }
+
+    /// The RBAC verb of a request on this path.
+    pub fn verb(&self, method: &str, query: &str) -> &'static str {
+        match (method, self.name.is_some()) {
+            ("GET", true) => "get",
+            ("GET", false) if query.contains("watch=true") || query.contains("watch=1") => "watch",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", _) => "delete",
+            _ => "unknown",
+        }
+    }
+}
+
+type FakeBody = http_body_util::Either<
+    http_body_util::Full<bytes::Bytes>,
+    http_body_util::StreamBody<
+        futures::stream::Pending<Result<http_body::Frame<bytes::Bytes>, std::convert::Infallible>>,
+    >,
+>;
 
 /// The fake API server. Clone it freely: clones share state.
 #[derive(Clone, Default)]
@@ -76,9 +144,33 @@ impl FakeApi {
         self.state.lock().expect("lock").writes.clone()
     }
 
-    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+    /// Every request so far, reads included.
+    pub fn requests(&self) -> Vec<Call> {
+        self.state.lock().expect("lock").requests.clone()
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<FakeBody> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        self.state.lock().expect("lock").requests.push(Call {
+            method: method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+        });
+        if method == Method::GET
+            && ApiPath::parse(&path).is_some_and(|p| p.name.is_none())
+            && query.contains("watch=")
+        {
+            // A watch that stays open and quiet.
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(http_body_util::Either::Right(
+                    http_body_util::StreamBody::new(futures::stream::pending()),
+                ))
+                .expect("response");
+        }
         let content_type = req
             .headers()
             .get("content-type")
@@ -91,8 +183,27 @@ impl FakeApi {
         Response::builder()
             .status(code)
             .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&value).unwrap_or_default()))
+            .body(http_body_util::Either::Left(http_body_util::Full::new(
+                bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default()),
+            )))
             .expect("response")
+    }
+
+    fn list(&self, s: &State, at: &ApiPath) -> Value {
+        let items: Vec<Value> = s
+            .objects
+            .iter()
+            .filter(|(p, _)| {
+                ApiPath::parse(p).is_some_and(|o| {
+                    o.prefix == at.prefix
+                        && o.resource == at.resource
+                        && o.subresource.is_none()
+                        && (at.namespace.is_none() || o.namespace == at.namespace)
+                })
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": s.version.to_string()}, "items": items})
     }
 
     fn answer(
@@ -111,6 +222,10 @@ impl FakeApi {
             None => (path.to_string(), false),
         };
         match *method {
+            Method::GET if ApiPath::parse(path).is_some_and(|p| p.name.is_none()) => {
+                let at = ApiPath::parse(path).expect("parsed");
+                (StatusCode::OK, self.list(&s, &at))
+            }
             Method::GET => match s.objects.get(&item) {
                 Some(o) => (StatusCode::OK, o.clone()),
                 None => (
