@@ -182,6 +182,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         held_back: None,
     };
     if !f.spec.confirmation.required {
+        // A code is meaningless here; it is still taken off the object.
+        out.code = f.code_annotation.map(|_| Err(Refusal::NoAttempt));
         out.confirmation = ConfirmationStatus {
             state: ConfirmationState::NotRequired,
             address: address.into(),

@@ -294,6 +294,22 @@ impl FakeApi {
                 s.objects.insert(item, obj.clone());
                 (StatusCode::OK, obj)
             }
+            Method::PUT => {
+                let Some(cur) = s.objects.get(&item).cloned() else {
+                    return (StatusCode::NOT_FOUND, status(404, "NotFound", "not found"));
+                };
+                if body["metadata"]["resourceVersion"] != cur["metadata"]["resourceVersion"] {
+                    return (
+                        StatusCode::CONFLICT,
+                        status(409, "Conflict", "the object has been modified"),
+                    );
+                }
+                s.version += 1;
+                let mut obj = body;
+                obj["metadata"]["resourceVersion"] = json!(s.version.to_string());
+                s.objects.insert(item, obj.clone());
+                (StatusCode::OK, obj)
+            }
             _ => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 status(405, "MethodNotAllowed", "unsupported"),
