@@ -7,6 +7,7 @@ pub mod controller;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod runtime;
 pub mod schema;
 pub mod smtp;

@@ -8,41 +8,19 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use smtp_relay_operator::api::{ClusterSmtpRelay, SmtpRelay};
 use smtp_relay_operator::controller::cluster_smtp_relay::default_claim;
-use smtp_relay_operator::controller::{Context, Settings, smtp_relay};
-use smtp_relay_operator::smtp::HostLimiter;
+use smtp_relay_operator::controller::{Context, smtp_relay};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let (store, _writer) = kube::runtime::reflector::store::<ClusterSmtpRelay>();
-    let ctx = Context {
-        client: client.clone(),
-        limiter: HostLimiter::new(2),
-        settings: Settings {
-            operator_namespace: "smtp-relay-system".into(),
-            sessions_per_host: 2,
-            concurrency: 4,
-        },
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: "smtp-relay-operator".into(),
-                instance: None,
-            },
-        ),
-        cluster_relays: store,
-        relays: kube::runtime::reflector::store::<SmtpRelay>().0,
-        confirmation: None,
-        metrics: Arc::new(smtp_relay_operator::metrics::Metrics::new()),
-    };
-    (Arc::new(ctx), handle)
+    let relays = kube::runtime::reflector::store::<SmtpRelay>().0;
+    (support::context(client, relays, None), handle)
 }
 
 fn relay(spec: Value, status: Option<Value>) -> SmtpRelay {

@@ -380,6 +380,32 @@ pub struct SmtpRelayStatus {
     /// Verifications failed in a row; drives the retry backoff.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub consecutive_failures: i32,
+    /// Answer to the last on-demand test send (annotation smtprelay.io/test-request,
+    /// set by `kubectl smtprelay test`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_test: Option<LastTest>,
+}
+
+/// The answer to an on-demand test send.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastTest {
+    /// The request this answers (from the annotation).
+    pub request_id: String,
+    /// Where the test message was sent.
+    pub recipient: String,
+    /// When the session ended (RFC 3339).
+    pub time: String,
+    /// Succeeded or Failed.
+    pub result: String,
+    /// Verified, or the failure reason (RecipientRejected, AuthRejected, ...).
+    pub reason: String,
+    /// What happened, with the server's reply when it refused.
+    #[serde(default)]
+    pub message: String,
+    /// Message-ID of the accepted test message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
 }
 
 fn is_zero(n: &i32) -> bool {

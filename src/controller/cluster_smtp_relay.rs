@@ -5,9 +5,8 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::relay::{Desired, RelayRef, evaluate, merge_conditions, reasons, types};
-use super::source::KubeSource;
-use super::{Context, Error, apply_status, error_action, jittered, publish, record};
+use super::relay::{Desired, RelayRef, merge_conditions, reasons, types};
+use super::{Context, Error, error_action, reconcile_relay};
 use crate::api::{ClusterSmtpRelay, ConditionStatus, SmtpRelayStatus};
 
 /// Order of default claims: the oldest claimer first, then the smallest name.
@@ -122,25 +121,13 @@ async fn reconcile_in_span(
         status: relay.status.as_ref(),
         default_namespace: &ctx.settings.operator_namespace,
     };
-    let source = KubeSource {
-        client: ctx.client.clone(),
-    };
-    let eval = evaluate(&relay_ref, &source, &ctx.limiter, false).await;
-    record(&ctx, "ClusterSmtpRelay", None, &name, &eval);
     let claim = default_claim(&relay, &ctx.cluster_relays.state());
-    let base = eval.status.clone().or_else(|| relay.status.clone());
-    if let Some(base) = base {
-        let status = with_default_claim(base, claim, relay.metadata.generation);
-        if Some(&status) != relay.status.as_ref() {
-            let api: Api<ClusterSmtpRelay> = Api::all(ctx.client.clone());
-            apply_status(&api, &name, &status).await?;
-            tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
-        }
-    }
-    if let Some(t) = &eval.transition {
-        publish(&ctx, relay.as_ref(), t).await;
-    }
-    Ok(Action::requeue(jittered(eval.requeue)))
+    let generation = relay.metadata.generation;
+    let api: Api<ClusterSmtpRelay> = Api::all(ctx.client.clone());
+    reconcile_relay(relay.as_ref(), &ctx, relay_ref, api, |s| {
+        with_default_claim(s, claim, generation)
+    })
+    .await
 }
 
 pub fn error_policy(_relay: Arc<ClusterSmtpRelay>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -187,6 +187,59 @@ pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, t: &
     }
 }
 
+/// Observe → verify → decide → apply for either relay kind. `adjust` lets a kind
+/// add its own conditions (the cluster default claim) before the write.
+pub async fn reconcile_relay<K>(
+    obj: &K,
+    ctx: &Context,
+    relay_ref: relay::RelayRef<'_>,
+    api: Api<K>,
+    adjust: impl FnOnce(SmtpRelayStatus) -> SmtpRelayStatus,
+) -> Result<Action, Error>
+where
+    K: RelayKind + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let source = source::KubeSource {
+        client: ctx.client.clone(),
+    };
+    let eval = relay::evaluate(&relay_ref, &source, &ctx.limiter, false).await;
+    record(
+        ctx,
+        relay_ref.kind,
+        relay_ref.namespace,
+        relay_ref.name,
+        &eval,
+    );
+    let request = relay::pending_test(
+        obj.annotations()
+            .get(relay::TEST_REQUEST_ANNOTATION)
+            .map(String::as_str),
+        relay_ref.status,
+    );
+    let last_test = match request {
+        Some((id, recipient)) => {
+            let answer = relay::run_test(&relay_ref, &source, &ctx.limiter, id, recipient).await;
+            tracing::info!(request = id, result = %answer.result, reason = %answer.reason, "test send");
+            Some(answer)
+        }
+        None => None,
+    };
+    if let Some(mut status) = eval.status.clone().or_else(|| relay_ref.status.cloned()) {
+        if last_test.is_some() {
+            status.last_test = last_test;
+        }
+        let status = adjust(status);
+        if Some(&status) != relay_ref.status {
+            apply_status(&api, relay_ref.name, &status).await?;
+            tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
+        }
+    }
+    if let Some(t) = &eval.transition {
+        publish(ctx, obj, t).await;
+    }
+    Ok(Action::requeue(jittered(eval.requeue)))
+}
+
 /// Requeue with ±10% jitter so relays created together do not verify in lockstep.
 pub fn jittered(d: Duration) -> Duration {
     use rand::Rng as _;

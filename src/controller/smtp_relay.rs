@@ -5,9 +5,8 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::relay::{RelayRef, evaluate};
-use super::source::KubeSource;
-use super::{Context, Error, apply_status, error_action, jittered, publish, record};
+use super::relay::RelayRef;
+use super::{Context, Error, error_action, reconcile_relay};
 use crate::api::SmtpRelay;
 
 pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -39,22 +38,8 @@ async fn reconcile_in_span(
         status: relay.status.as_ref(),
         default_namespace: &ctx.settings.operator_namespace,
     };
-    let source = KubeSource {
-        client: ctx.client.clone(),
-    };
-    let eval = evaluate(&relay_ref, &source, &ctx.limiter, false).await;
-    record(&ctx, "SmtpRelay", Some(&namespace), &name, &eval);
-    if let Some(status) = &eval.status
-        && Some(status) != relay.status.as_ref()
-    {
-        let api: Api<SmtpRelay> = Api::namespaced(ctx.client.clone(), &namespace);
-        apply_status(&api, &name, status).await?;
-        tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
-    }
-    if let Some(t) = &eval.transition {
-        publish(&ctx, relay.as_ref(), t).await;
-    }
-    Ok(Action::requeue(jittered(eval.requeue)))
+    let api: Api<SmtpRelay> = Api::namespaced(ctx.client.clone(), &namespace);
+    reconcile_relay(relay.as_ref(), &ctx, relay_ref, api, |s| s).await
 }
 
 pub fn error_policy(_relay: Arc<SmtpRelay>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -41,9 +41,9 @@ pub struct ApiPath {
 impl ApiPath {
     pub fn parse(path: &str) -> Option<ApiPath> {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let (group, prefix_len) = match segs.first()? {
-            &"api" => (String::new(), 2),
-            &"apis" => (segs.get(1)?.to_string(), 3),
+        let (group, prefix_len) = match *segs.first()? {
+            "api" => (String::new(), 2),
+            "apis" => (segs.get(1)?.to_string(), 3),
             _ => return None,
         };
         let prefix = segs.get(..prefix_len)?.join("/");

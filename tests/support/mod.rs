@@ -94,3 +94,33 @@ pub fn closed_port() -> u16 {
     drop(l);
     port
 }
+
+/// A controller context over `client` (usually the fake API server or a tower-test mock).
+pub fn context(
+    client: kube::Client,
+    relays: kube::runtime::reflector::Store<smtp_relay_operator::api::SmtpRelay>,
+    confirmation: Option<smtp_relay_operator::controller::ConfirmContext>,
+) -> std::sync::Arc<smtp_relay_operator::controller::Context> {
+    use smtp_relay_operator::controller::{Context, Settings};
+    std::sync::Arc::new(Context {
+        client: client.clone(),
+        limiter: smtp_relay_operator::smtp::HostLimiter::new(2),
+        settings: Settings {
+            operator_namespace: "smtp-relay-system".into(),
+            sessions_per_host: 2,
+            concurrency: 4,
+        },
+        recorder: kube::runtime::events::Recorder::new(
+            client,
+            kube::runtime::events::Reporter {
+                controller: "smtp-relay-operator".into(),
+                instance: None,
+            },
+        ),
+        cluster_relays:
+            kube::runtime::reflector::store::<smtp_relay_operator::api::ClusterSmtpRelay>().0,
+        relays,
+        metrics: std::sync::Arc::new(smtp_relay_operator::metrics::Metrics::new()),
+        confirmation,
+    })
+}
