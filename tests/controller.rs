@@ -86,7 +86,8 @@ async fn no_more_requests(handle: &mut Handle) {
 #[tokio::test]
 async fn status_is_written_with_server_side_apply_and_an_event_on_transition() {
     let (ctx, mut handle) = context();
-    let port = support::closed_port();
+    let closed = support::closed_port();
+    let port = closed.port;
     let obj = Arc::new(relay(
         json!({"host": "127.0.0.1", "port": port, "tls": {"mode": "None"},
                "defaultSender": {"address": "a@example.test"}}),
@@ -116,6 +117,10 @@ async fn status_is_written_with_server_side_apply_and_an_event_on_transition() {
     assert_eq!(patch["apiVersion"], "smtprelay.io/v1alpha1");
     assert_eq!(patch["kind"], "SmtpRelay");
     assert!(patch.get("spec").is_none(), "only status is applied");
+    assert_eq!(
+        patch["metadata"]["resourceVersion"], "10",
+        "written only if the object is still the one the decision was made from"
+    );
     let status = &patch["status"];
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["port"], port);
@@ -176,7 +181,7 @@ async fn a_reconcile_with_nothing_due_writes_nothing() {
 async fn a_missing_secret_is_reported_without_connecting() {
     let (ctx, mut handle) = context();
     let obj = Arc::new(relay(
-        json!({"host": "127.0.0.1", "port": support::closed_port(),
+        json!({"host": "127.0.0.1", "port": support::closed_port().port,
                "auth": {"credentialsSecretRef": {"name": "creds"}},
                "defaultSender": {"address": "a@example.test"}}),
         None,

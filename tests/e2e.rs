@@ -22,7 +22,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
-use smtp_relay_operator::api::{ClusterSmtpRelay, SmtpRelay};
+use smtp_relay_operator::api::{ClusterSmtpRelay, ConfirmationState, SenderIdentity, SmtpRelay};
 
 const MANAGER: &str = "smtp-relay-e2e";
 
@@ -56,7 +56,9 @@ impl Drop for Operator {
     }
 }
 
-fn start_operator(kubeconfig: &PathBuf, operator_ns: &str) -> Operator {
+fn start_operator(kubeconfig: &PathBuf, operator_ns: &str, confirm_port: u16) -> Operator {
+    let confirm_addr = format!("127.0.0.1:{confirm_port}");
+    let base_url = format!("http://{confirm_addr}");
     let child = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
         .args([
             "run",
@@ -64,6 +66,12 @@ fn start_operator(kubeconfig: &PathBuf, operator_ns: &str) -> Operator {
             operator_ns,
             "--metrics-addr",
             "127.0.0.1:0",
+        ])
+        .args([
+            "--confirmation-addr",
+            &confirm_addr,
+            "--confirmation-base-url",
+            &base_url,
         ])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,smtp_relay_operator=debug")
@@ -105,7 +113,17 @@ async fn apply_crds(client: &Client) {
         let mut value = serde_json::to_value(&crd).expect("json");
         value["apiVersion"] = json!("apiextensions.k8s.io/v1");
         value["kind"] = json!("CustomResourceDefinition");
-        apply(&api, &name, value).await;
+        let before = api
+            .get_opt(&name)
+            .await
+            .expect("get crd")
+            .and_then(|c| c.metadata.resource_version);
+        let after = apply(&api, &name, value).await.metadata.resource_version;
+        if before.is_some() && before != after {
+            // An existing CRD changed: Established is already True, but the API server
+            // swaps in the new schema asynchronously. Give it a moment.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
         tokio::time::timeout(
             Duration::from_secs(30),
             await_condition(api.clone(), &name, conditions::is_crd_established()),
@@ -129,7 +147,7 @@ fn secret(ns: &str, name: &str, user: &str, password: &str) -> Value {
 
 fn relay_spec(port: u16, mode: &str, secret: Option<&str>) -> Value {
     let mut spec = json!({
-        "host": if mode == "Tls" { "127.0.0.1" } else { "localhost" },
+        "host": if mode == "StartTls" { "localhost" } else { "127.0.0.1" },
         "port": port,
         "tls": {"mode": mode},
         "defaultSender": {"address": "e2e@example.test", "name": "E2E"},
@@ -175,6 +193,31 @@ async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A port for the operator's confirmation endpoint to listen on.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A bare HTTP/1.1 request to the operator's confirmation endpoint; the status code.
+async fn http(port: u16, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to the endpoint");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read");
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 struct Run {
@@ -297,7 +340,7 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
         ),
         (
             "closed-port",
-            relay_spec(closed, "None", None),
+            relay_spec(closed.port, "None", None),
             ("False", "ConnectionRefused"),
         ),
         (
@@ -328,7 +371,9 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
     .await;
 
     // 3. The operator, as a child process with that kubeconfig.
-    let _operator = start_operator(kubeconfig, &run.ops_ns);
+    let confirm_port = free_port();
+    assert_ne!(confirm_port, closed.port);
+    let _operator = start_operator(kubeconfig, &run.ops_ns, confirm_port);
 
     // 4. Every relay reaches its expected state within 10 s, for its generation.
     for (name, _, want) in &cases {
@@ -406,6 +451,91 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
         "an unchanged relay was written to"
     );
     assert_eq!(before.status, after.status);
+
+    // A SenderIdentity: confirmation mail in the Maildir, the link confirms it, it
+    // turns Ready and its connection Secret appears.
+    let identities: Api<SenderIdentity> = Api::namespaced(client.clone(), &run.ns);
+    let address = format!("{}@example.test", run.ns);
+    apply(
+        &identities,
+        "sales",
+        json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
+        "metadata": {"name": "sales", "namespace": run.ns},
+        "spec": {"address": address, "displayName": "E2E Sales",
+                 "relayRef": {"kind": "SmtpRelay", "name": "starttls-ok"},
+                 "writeConnectionSecretToRef": {"name": "sales-smtp"}}}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let attempt = loop {
+        let i = identities.get("sales").await.expect("get identity");
+        let c = i.status.and_then(|s| s.confirmation);
+        if let Some(c) = c.filter(|c| c.sent_at.is_some()) {
+            break c.attempt_id.expect("attempt id");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no confirmation mail sent within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mail = h.wait_for_message(&format!("X-SmtpRelay-Confirmation: {attempt}"));
+    let (link, _code) = smtp_relay_operator::confirm::mail::parse(&mail);
+    let link = link.expect("link in the confirmation mail");
+    let path = link
+        .strip_prefix(&format!("http://127.0.0.1:{confirm_port}"))
+        .expect("our base URL");
+    assert_eq!(http(confirm_port, "GET", path).await, 200);
+    let i = identities.get("sales").await.expect("get");
+    assert_eq!(
+        i.status.and_then(|s| s.confirmation).map(|c| c.state),
+        Some(ConfirmationState::Pending),
+        "GET changes nothing"
+    );
+    assert_eq!(http(confirm_port, "POST", path).await, 200);
+    assert_eq!(http(confirm_port, "POST", path).await, 404, "single use");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let i = identities.get("sales").await.expect("get");
+        let ready = i
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| format!("{:?}", c.status));
+        if ready.as_deref() == Some("True") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "identity not Ready: {:?}",
+            i.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let conn = secrets.get("sales-smtp").await.expect("connection Secret");
+    let data = conn.data.expect("data");
+    assert_eq!(
+        data.get("password").map(|b| b.0.clone()),
+        Some(support::PASSWORD.as_bytes().to_vec())
+    );
+    assert_eq!(
+        conn.metadata.owner_references.map(|o| o[0].kind.clone()),
+        Some("SenderIdentity".to_string())
+    );
+
+    // The seed's test button, through the kubectl plugin's code path.
+    let answer = smtp_relay_operator::plugin::test_send(
+        client,
+        false,
+        &run.ns,
+        "starttls-ok",
+        "e2e-button@example.test",
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("test send answered");
+    assert_eq!(answer.result, "Succeeded", "{answer:?}");
+    h.wait_for_message(&answer.message_id.expect("message id"));
 
     // 5. The API server refuses invalid manifests with the schema's message.
     let invalid: Vec<(&str, Value, &str)> = vec![

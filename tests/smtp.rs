@@ -236,7 +236,10 @@ async fn tls_to_a_plain_port_is_a_handshake_failure() {
 
 #[tokio::test]
 async fn closed_port_is_connection_refused() {
-    let o = smtp::verify(&target(support::closed_port(), Security::None)).await;
+    let closed = support::closed_port();
+    let mut t = target(closed.port, Security::None);
+    t.host = "127.0.0.1".into();
+    let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::ConnectionRefused), "{o:?}");
     assert_eq!(o.failure.as_ref().expect("f").step, Step::Connect);
 }

@@ -138,35 +138,48 @@ pub fn record(
     }
 }
 
-/// Write a relay's status with server-side apply (the operator owns `.status`).
-pub async fn apply_status<K>(
-    api: &Api<K>,
-    name: &str,
-    status: &SmtpRelayStatus,
-) -> Result<(), Error>
+/// Write a relay's status with server-side apply (the operator owns `.status`), only
+/// if the object is still at the version the decision was made from: a reconcile
+/// that read a stale cache gets a conflict and looks again instead of overwriting.
+pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: &SmtpRelayStatus) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
+    #[derive(Serialize, Debug)]
+    struct Meta {
+        name: String,
+        #[serde(rename = "resourceVersion", skip_serializing_if = "Option::is_none")]
+        resource_version: Option<String>,
+    }
     #[derive(Serialize, Debug)]
     struct StatusPatch<'a> {
         #[serde(rename = "apiVersion")]
         api_version: String,
         kind: String,
+        metadata: Meta,
         status: &'a SmtpRelayStatus,
     }
+    let name = obj.name_any();
     let patch = StatusPatch {
         api_version: K::api_version(&()).into_owned(),
         kind: K::kind(&()).into_owned(),
+        metadata: Meta {
+            name: name.clone(),
+            resource_version: obj.resource_version(),
+        },
         status,
     };
     api.patch_status(
-        name,
+        &name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await
     .map(|_| ())
-    .map_err(Error::Status)
+    .map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 409 => Error::Conflict,
+        e => Error::Status(e),
+    })
 }
 
 /// Publish an event for a Ready transition. Failure to publish is logged, not fatal.
@@ -230,7 +243,7 @@ where
         }
         let status = adjust(status);
         if Some(&status) != relay_ref.status {
-            apply_status(&api, relay_ref.name, &status).await?;
+            apply_status(&api, obj, &status).await?;
             tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
         }
     }

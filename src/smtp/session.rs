@@ -474,27 +474,30 @@ async fn resolve(host: &str, port: u16) -> StepResult<Vec<SocketAddr>> {
 
 async fn connect(addrs: Vec<SocketAddr>) -> StepResult<TcpStream> {
     let mut last = None;
+    let mut refused = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => refused = Some(addr),
             Err(e) => last = Some((addr, e)),
         }
     }
-    Err(match last {
-        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => (
+    // "Refused" is the most telling answer: some address was reachable and said no.
+    Err(match (refused, last) {
+        (Some(addr), _) => (
             FailureReason::ConnectionRefused,
             None,
             format!("connection to {addr} refused: nothing listens on that port"),
         ),
-        Some((addr, e)) => (
+        (None, Some((addr, e))) => (
             FailureReason::ConnectionFailed,
             None,
             format!("cannot connect to {addr}: {e}"),
         ),
-        None => (
+        (None, None) => (
             FailureReason::DnsFailure,
             None,
             "no address to connect to".into(),

@@ -96,6 +96,16 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "reason": reason, "message": message, "code": code})
 }
 
+/// What a real API server returns for metadata-only requests.
+fn metadata_only(value: Value) -> Value {
+    let strip = |o: &Value| json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": o["metadata"].clone()});
+    match value.get("items").and_then(Value::as_array) {
+        Some(items) => json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": value["metadata"].clone(), "items": items.iter().map(strip).collect::<Vec<_>>()}),
+        None => strip(&value),
+    }
+}
+
 fn merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
@@ -150,14 +160,39 @@ impl FakeApi {
     }
 
     async fn handle(&self, req: Request<Body>) -> Response<FakeBody> {
-        let method = req.method().clone();
-        let path = req.uri().path().to_string();
-        let query = req.uri().query().unwrap_or("").to_string();
+        let (parts, body) = req.into_parts();
+        let bytes = body.collect_bytes().await.unwrap_or_default();
+        self.respond(&parts, &bytes)
+    }
+
+    /// Answer one request (shared by the in-process client and the HTTP server).
+    pub fn respond(&self, parts: &http::request::Parts, bytes: &[u8]) -> Response<FakeBody> {
+        let method = parts.method.clone();
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
         self.state.lock().expect("lock").requests.push(Call {
             method: method.to_string(),
             path: path.clone(),
             query: query.clone(),
         });
+        if path == "/version" {
+            let v = json!({"major": "1", "minor": "34", "gitVersion": "v1.34.0-fake", "platform": "linux/amd64"});
+            return Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(http_body_util::Either::Left(http_body_util::Full::new(
+                    bytes::Bytes::from(v.to_string()),
+                )))
+                .expect("response");
+        }
         if method == Method::GET
             && ApiPath::parse(&path).is_some_and(|p| p.name.is_none())
             && query.contains("watch=")
@@ -171,15 +206,11 @@ impl FakeApi {
                 ))
                 .expect("response");
         }
-        let content_type = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let bytes = req.into_body().collect_bytes().await.unwrap_or_default();
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let (code, value) = self.answer(&method, &path, &content_type, body);
+        let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+        let (code, mut value) = self.answer(&method, &path, &query, &header("content-type"), body);
+        if header("accept").contains("as=PartialObjectMetadata") && code.is_success() {
+            value = metadata_only(value);
+        }
         Response::builder()
             .status(code)
             .header("content-type", "application/json")
@@ -189,27 +220,65 @@ impl FakeApi {
             .expect("response")
     }
 
-    fn list(&self, s: &State, at: &ApiPath) -> Value {
-        let items: Vec<Value> = s
-            .objects
-            .iter()
-            .filter(|(p, _)| {
-                ApiPath::parse(p).is_some_and(|o| {
-                    o.prefix == at.prefix
-                        && o.resource == at.resource
-                        && o.subresource.is_none()
-                        && (at.namespace.is_none() || o.namespace == at.namespace)
-                })
+    /// Serve the fake over HTTP on 127.0.0.1 (for processes with a kubeconfig).
+    pub async fn serve(self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let me = self.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = http_body_util::BodyExt::collect(body)
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                me.respond(&parts, &bytes).map(axum::body::Body::new)
+            }
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+
+    fn list(&self, s: &State, at: &ApiPath, query: &str) -> Value {
+        let param = |name: &str| {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        let all = s.objects.iter().filter(|(p, _)| {
+            ApiPath::parse(p).is_some_and(|o| {
+                o.prefix == at.prefix
+                    && o.resource == at.resource
+                    && o.subresource.is_none()
+                    && (at.namespace.is_none() || o.namespace == at.namespace)
             })
+        });
+        let offset = param("continue").unwrap_or(0);
+        let limit = param("limit").filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let mut page: Vec<Value> = all
+            .skip(offset)
+            .take(limit.saturating_add(1))
             .map(|(_, v)| v.clone())
             .collect();
-        json!({"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": s.version.to_string()}, "items": items})
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let mut metadata = json!({"resourceVersion": s.version.to_string()});
+        if more {
+            metadata["continue"] = json!((offset + limit).to_string());
+        }
+        json!({"kind": "List", "apiVersion": "v1", "metadata": metadata, "items": page})
     }
 
     fn answer(
         &self,
         method: &Method,
         path: &str,
+        query: &str,
         content_type: &str,
         body: Value,
     ) -> (StatusCode, Value) {
@@ -224,7 +293,7 @@ impl FakeApi {
         match *method {
             Method::GET if ApiPath::parse(path).is_some_and(|p| p.name.is_none()) => {
                 let at = ApiPath::parse(path).expect("parsed");
-                (StatusCode::OK, self.list(&s, &at))
+                (StatusCode::OK, self.list(&s, &at, query))
             }
             Method::GET => match s.objects.get(&item) {
                 Some(o) => (StatusCode::OK, o.clone()),

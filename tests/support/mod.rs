@@ -87,12 +87,29 @@ impl Harness {
     }
 }
 
-/// A loopback port with nothing listening on it.
-pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = l.local_addr().expect("addr").port();
-    drop(l);
-    port
+/// A loopback port that refuses connections for as long as this value lives: the
+/// port is bound (so nobody else gets it) but not listening.
+pub struct ClosedPort {
+    pub port: u16,
+    _socket: socket2::Socket,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("port");
+    ClosedPort {
+        port,
+        _socket: socket,
+    }
 }
 
 /// A controller context over `client` (usually the fake API server or a tower-test mock).
