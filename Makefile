@@ -43,7 +43,7 @@ e2e: harness
 	$(CARGO) test --locked --test e2e -- --nocapture --test-threads=1
 
 bench: harness
-	$(CARGO) bench --locked --bench verification
+	$(CARGO) bench --locked --bench verification --bench memory
 
 run:
 	$(CARGO) run --release --locked -- run

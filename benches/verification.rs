@@ -296,4 +296,93 @@ fn decision_bench() {
         allocs as f64 / 2000.0,
         changed
     );
+    identity_bench(now);
+}
+
+/// 10,000 SenderIdentities: plan the confirmation and decide the status, then
+/// detect that nothing changed (struct comparison, no serialisation).
+fn identity_bench(now: jiff::Timestamp) {
+    use smtp_relay_operator::api::{
+        ConfirmationSpec, MailboxSpec, RelayKindRef, RelayRefSpec, SenderIdentitySpec,
+    };
+    use smtp_relay_operator::confirm::{ConfirmKey, Secrets};
+    use smtp_relay_operator::controller::sender_identity::{
+        Facts, RelayView, SecretState, next_status, plan,
+    };
+    let key = ConfirmKey::new(b"bench-key-bench-key-bench-key-32");
+    let relay: Result<RelayView, (&'static str, String)> = Ok(RelayView {
+        label: "SmtpRelay corporate".into(),
+        kind: RelayKindRef::SmtpRelay,
+        name: "corporate".into(),
+        not_ready: None,
+        usage: vec!["sales".into()],
+        no_reply: None,
+        default_sender: MailboxSpec {
+            address: "noreply@example.test".into(),
+            name: None,
+        },
+        publishing_allowed: true,
+    });
+    let specs: Vec<SenderIdentitySpec> = (0..10_000)
+        .map(|i| SenderIdentitySpec {
+            address: format!("sender-{i}@example.test"),
+            display_name: Some(format!("Sender {i}")),
+            reply_to: None,
+            signature: None,
+            usage: vec!["sales".into()],
+            relay_ref: Some(RelayRefSpec {
+                kind: RelayKindRef::SmtpRelay,
+                name: "corporate".into(),
+            }),
+            confirmation: ConfirmationSpec {
+                required: i % 2 == 0,
+                ..Default::default()
+            },
+            write_connection_secret_to_ref: None,
+        })
+        .collect();
+    let fresh = Secrets::generate();
+    let decide = |spec: &SenderIdentitySpec, previous: Option<&smtp_relay_operator::api::SenderIdentityStatus>| {
+        let f = Facts {
+            generation: Some(1),
+            spec,
+            status: previous,
+            relay: &relay,
+            code_annotation: None,
+            resend_annotation: None,
+            page_url: None,
+            key: &key,
+            fresh: &fresh,
+            now,
+        };
+        let mut p = plan(&f);
+        if p.send {
+            // As if the mail went out: the steady state is "sent, pending".
+            p.confirmation = smtp_relay_operator::controller::sender_identity::after_send(
+                &p.confirmation,
+                &Default::default(),
+                now,
+            );
+        }
+        next_status(spec, Some(1), previous, &relay, &p, &SecretState::NotRequested, now)
+    };
+    let previous: Vec<_> = specs.iter().map(|s| decide(s, None)).collect();
+    let allocs0 = ALLOCS.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut changed = 0;
+    for (spec, prev) in specs.iter().zip(&previous) {
+        if &decide(spec, Some(prev)) != prev {
+            changed += 1;
+        }
+    }
+    let took = start.elapsed();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs0;
+    println!(
+        "10,000 identities: {:.2} ms per full pass ({:.2} µs per identity), {} allocations ({:.0} per identity), {} changed (expected 0)",
+        ms(took),
+        took.as_secs_f64() * 1e6 / 10_000.0,
+        allocs,
+        allocs as f64 / 10_000.0,
+        changed
+    );
 }
