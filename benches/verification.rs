@@ -342,30 +342,40 @@ fn identity_bench(now: jiff::Timestamp) {
         })
         .collect();
     let fresh = Secrets::generate();
-    let decide = |spec: &SenderIdentitySpec, previous: Option<&smtp_relay_operator::api::SenderIdentityStatus>| {
-        let f = Facts {
-            generation: Some(1),
-            spec,
-            status: previous,
-            relay: &relay,
-            code_annotation: None,
-            resend_annotation: None,
-            page_url: None,
-            key: &key,
-            fresh: &fresh,
-            now,
-        };
-        let mut p = plan(&f);
-        if p.send {
-            // As if the mail went out: the steady state is "sent, pending".
-            p.confirmation = smtp_relay_operator::controller::sender_identity::after_send(
-                &p.confirmation,
-                &Default::default(),
+    let decide =
+        |spec: &SenderIdentitySpec,
+         previous: Option<&smtp_relay_operator::api::SenderIdentityStatus>| {
+            let f = Facts {
+                generation: Some(1),
+                spec,
+                status: previous,
+                relay: &relay,
+                code_annotation: None,
+                resend_annotation: None,
+                page_url: None,
+                key: &key,
+                fresh: &fresh,
                 now,
-            );
-        }
-        next_status(spec, Some(1), previous, &relay, &p, &SecretState::NotRequested, now)
-    };
+            };
+            let mut p = plan(&f);
+            if p.send {
+                // As if the mail went out: the steady state is "sent, pending".
+                p.confirmation = smtp_relay_operator::controller::sender_identity::after_send(
+                    &p.confirmation,
+                    &Default::default(),
+                    now,
+                );
+            }
+            next_status(
+                spec,
+                Some(1),
+                previous,
+                &relay,
+                &p,
+                &SecretState::NotRequested,
+                now,
+            )
+        };
     let previous: Vec<_> = specs.iter().map(|s| decide(s, None)).collect();
     let allocs0 = ALLOCS.load(Ordering::Relaxed);
     let start = Instant::now();

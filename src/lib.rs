@@ -11,4 +11,5 @@ pub mod plugin;
 pub mod runtime;
 pub mod schema;
 pub mod smtp;
+pub mod table;
 pub mod verify;

@@ -281,28 +281,7 @@ fn cells(r: &Row) -> [String; 15] {
 pub fn render_table(rows: &[Row]) -> String {
     let mut all: Vec<Vec<String>> = vec![COLUMNS.iter().map(|c| c.to_string()).collect()];
     all.extend(rows.iter().map(|r| cells(r).to_vec()));
-    let widths: Vec<usize> = (0..COLUMNS.len())
-        .map(|i| {
-            all.iter()
-                .map(|r| r[i].chars().count().max(1))
-                .max()
-                .unwrap_or(1)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in &all {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| {
-                let c = if c.is_empty() { "-" } else { c.as_str() };
-                format!("{c:<w$}")
-            })
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    crate::table::aligned(&all, "-")
 }
 
 fn csv_field(s: &str) -> String {

@@ -401,19 +401,7 @@ pub fn render_table(verdicts: &[Verdict]) -> String {
             ready.map(|c| c.reason.clone()).unwrap_or_default(),
         ]);
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = crate::table::aligned(&rows, "");
     let failures: Vec<&Verdict> = verdicts.iter().filter(|v| !v.ready()).collect();
     if !failures.is_empty() {
         out.push('\n');

@@ -6,7 +6,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::relay::{Desired, RelayRef, merge_conditions, reasons, types};
-use super::{Context, Error, error_action, reconcile_relay};
+use super::{Context, Error, error_action, instrumented, reconcile_relay};
 use crate::api::{ClusterSmtpRelay, ConditionStatus, SmtpRelayStatus};
 
 /// Order of default claims: the oldest claimer first, then the smallest name.
@@ -95,16 +95,9 @@ pub fn with_default_claim(
 }
 
 pub async fn reconcile(relay: Arc<ClusterSmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
-    use tracing::Instrument as _;
     let name = relay.name_any();
-    let span = tracing::info_span!("reconcile", kind = "ClusterSmtpRelay", %name);
-    let start = std::time::Instant::now();
-    let result = reconcile_in_span(relay, Arc::clone(&ctx), name)
-        .instrument(span)
-        .await;
-    ctx.metrics
-        .reconciled("ClusterSmtpRelay", result.is_ok(), start.elapsed());
-    result
+    let work = reconcile_in_span(Arc::clone(&relay), Arc::clone(&ctx), name.clone());
+    instrumented(&ctx, "ClusterSmtpRelay", None, &name, work).await
 }
 
 async fn reconcile_in_span(

@@ -253,6 +253,24 @@ where
     Ok(Action::requeue(jittered(eval.requeue)))
 }
 
+/// Run one reconcile in a span carrying the object's kind, namespace and name, and
+/// record its duration and result.
+pub async fn instrumented(
+    ctx: &Context,
+    kind: &'static str,
+    namespace: Option<&str>,
+    name: &str,
+    work: impl Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!("reconcile", kind, namespace = namespace.unwrap_or(""), name);
+    let start = std::time::Instant::now();
+    let result = work.instrument(span).await;
+    ctx.metrics
+        .reconciled(kind, result.is_ok(), start.elapsed());
+    result
+}
+
 /// Requeue with ±10% jitter so relays created together do not verify in lockstep.
 pub fn jittered(d: Duration) -> Duration {
     use rand::Rng as _;

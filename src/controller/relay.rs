@@ -293,26 +293,11 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
             message,
         });
     }
-    let message = spec.verification.recipient.as_ref().map(|to| {
-        smtp::TestMessage {
-            from: smtp::Mailbox {
-                name: spec.default_sender.name.clone(),
-                address: spec.default_sender.address.clone(),
-            },
-            no_reply: spec.no_reply.as_ref().map(|m| smtp::Mailbox {
-                name: m.name.clone(),
-                address: m.address.clone(),
-            }),
-            to: to.clone(),
-            custom_headers: spec
-                .custom_headers
-                .iter()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect(),
-            relay_label: relay.label(),
-        }
-        .outgoing()
-    });
+    let message = spec
+        .verification
+        .recipient
+        .as_ref()
+        .map(|to| test_message(spec, to, relay.label()).outgoing());
     Ok(Resolved {
         target: smtp::Target {
             host: spec.host.clone(),
@@ -325,6 +310,25 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
         },
         inputs: versions.join("/"),
     })
+}
+
+/// The relay's test message to `to`: its default sender, no-reply and custom headers.
+pub fn test_message(spec: &SmtpRelaySpec, to: &str, relay_label: String) -> smtp::TestMessage {
+    let mailbox = |m: &crate::api::MailboxSpec| smtp::Mailbox {
+        name: m.name.clone(),
+        address: m.address.clone(),
+    };
+    smtp::TestMessage {
+        from: mailbox(&spec.default_sender),
+        no_reply: spec.no_reply.as_ref().map(mailbox),
+        to: to.to_string(),
+        custom_headers: spec
+            .custom_headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect(),
+        relay_label,
+    }
 }
 
 /// When the next verification is due.
@@ -659,30 +663,35 @@ pub fn transition(
     previous: Option<&SmtpRelayStatus>,
     next: &SmtpRelayStatus,
 ) -> Option<Transition> {
-    let ready = |s: &SmtpRelayStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == types::READY)
-            .map(|c| (c.status, c.reason.clone(), c.message.clone()))
-    };
-    let before = previous.and_then(ready);
-    let (status, reason, message) = ready(next)?;
-    if before.as_ref().map(|(s, r, _)| (*s, r.as_str())) == Some((status, reason.as_str())) {
-        return None;
-    }
-    Some(if status == ConditionStatus::True {
+    let ready = ready_change(previous.map(|p| p.conditions.as_slice()), &next.conditions)?;
+    Some(if ready.status == ConditionStatus::True {
         Transition {
             warning: false,
             reason: "Verified".into(),
-            note: message,
+            note: ready.message.clone(),
         }
     } else {
         Transition {
             warning: true,
             reason: "VerificationFailed".into(),
-            note: format!("{reason}: {message}"),
+            note: format!("{}: {}", ready.reason, ready.message),
         }
     })
+}
+
+/// The new Ready condition, when its status or reason differs from before (pure).
+/// Events are emitted on these changes only, never on a repeated outcome.
+pub fn ready_change<'a>(
+    previous: Option<&[Condition]>,
+    next: &'a [Condition],
+) -> Option<&'a Condition> {
+    let find = |cs: &'a [Condition]| cs.iter().find(|c| c.type_ == types::READY);
+    let now = find(next)?;
+    let before = previous.and_then(|p| p.iter().find(|c| c.type_ == types::READY));
+    match before {
+        Some(b) if b.status == now.status && b.reason == now.reason => None,
+        _ => Some(now),
+    }
 }
 
 /// Decide: the whole next status from the previous one and what was observed.
@@ -821,25 +830,7 @@ pub async fn run_test(
         Ok(r) => r.target,
         Err(p) => return answer(RESULT_FAILED, p.reason, p.message, None),
     };
-    let spec = relay.spec;
-    let mut message = smtp::TestMessage {
-        from: smtp::Mailbox {
-            name: spec.default_sender.name.clone(),
-            address: spec.default_sender.address.clone(),
-        },
-        no_reply: spec.no_reply.as_ref().map(|m| smtp::Mailbox {
-            name: m.name.clone(),
-            address: m.address.clone(),
-        }),
-        to: recipient.to_string(),
-        custom_headers: spec
-            .custom_headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect(),
-        relay_label: relay.label(),
-    }
-    .outgoing();
+    let mut message = test_message(relay.spec, recipient, relay.label()).outgoing();
     message.subject = format!("SMTP relay test ({})", relay.label());
     target.message = Some(message);
     let outcome = {

@@ -14,7 +14,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::relay::{self, Desired, RelayRef, merge_conditions, parse_duration, types};
 use super::source::KubeSource;
-use super::{Context, Error, MANAGER, error_action, jittered, publish};
+use super::{Context, Error, MANAGER, error_action, instrumented, jittered, publish};
 use crate::api::{
     ClusterSmtpRelay, ConditionStatus, ConfirmationState, ConfirmationStatus, MailboxSpec,
     RelayKindRef, SendFailure, SenderIdentity, SenderIdentitySpec, SenderIdentityStatus, SmtpRelay,
@@ -753,17 +753,15 @@ async fn relay_target(
 }
 
 pub async fn reconcile(identity: Arc<SenderIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
-    use tracing::Instrument as _;
     let namespace = identity.namespace().ok_or(Error::Missing("namespace"))?;
     let name = identity.name_any();
-    let span = tracing::info_span!("reconcile", kind = "SenderIdentity", %namespace, %name);
-    let start = std::time::Instant::now();
-    let result = reconcile_in_span(identity, Arc::clone(&ctx), namespace, name)
-        .instrument(span)
-        .await;
-    ctx.metrics
-        .reconciled("SenderIdentity", result.is_ok(), start.elapsed());
-    result
+    let work = reconcile_in_span(
+        Arc::clone(&identity),
+        Arc::clone(&ctx),
+        namespace.clone(),
+        name.clone(),
+    );
+    instrumented(&ctx, "SenderIdentity", Some(&namespace), &name, work).await
 }
 
 async fn reconcile_in_span(
@@ -983,25 +981,16 @@ fn identity_transition(
     previous: Option<&SenderIdentityStatus>,
     next: &SenderIdentityStatus,
 ) -> Option<relay::Transition> {
-    let ready = |s: &SenderIdentityStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == types::READY)
-            .map(|c| (c.status, c.reason.clone(), c.message.clone()))
-    };
-    let before = previous.and_then(ready);
-    let (status, reason, message) = ready(next)?;
-    if before.as_ref().map(|(s, r, _)| (*s, r.as_str())) == Some((status, reason.as_str())) {
-        return None;
-    }
+    let ready = relay::ready_change(previous.map(|p| p.conditions.as_slice()), &next.conditions)?;
+    let is_ready = ready.status == ConditionStatus::True;
     Some(relay::Transition {
-        warning: status != ConditionStatus::True && reason != "Pending" && reason != "Sending",
-        reason: if status == ConditionStatus::True {
+        warning: !is_ready && ready.reason != "Pending" && ready.reason != "Sending",
+        reason: if is_ready {
             "Ready".into()
         } else {
-            reason.clone()
+            ready.reason.clone()
         },
-        note: message,
+        note: ready.message.clone(),
     })
 }
 

@@ -6,21 +6,19 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
 use super::relay::RelayRef;
-use super::{Context, Error, error_action, reconcile_relay};
+use super::{Context, Error, error_action, instrumented, reconcile_relay};
 use crate::api::SmtpRelay;
 
 pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
-    use tracing::Instrument as _;
     let namespace = relay.namespace().ok_or(Error::Missing("namespace"))?;
     let name = relay.name_any();
-    let span = tracing::info_span!("reconcile", kind = "SmtpRelay", %namespace, %name);
-    let start = std::time::Instant::now();
-    let result = reconcile_in_span(relay, Arc::clone(&ctx), namespace, name)
-        .instrument(span)
-        .await;
-    ctx.metrics
-        .reconciled("SmtpRelay", result.is_ok(), start.elapsed());
-    result
+    let work = reconcile_in_span(
+        Arc::clone(&relay),
+        Arc::clone(&ctx),
+        namespace.clone(),
+        name.clone(),
+    );
+    instrumented(&ctx, "SmtpRelay", Some(&namespace), &name, work).await
 }
 
 async fn reconcile_in_span(
