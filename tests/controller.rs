@@ -229,6 +229,7 @@ async fn the_password_never_reaches_status_or_events() {
                "defaultSender": {"address": "a@example.test"}}),
         None,
     ));
+    support::logs();
     let task = tokio::spawn(smtp_relay::reconcile(Arc::clone(&obj), Arc::clone(&ctx)));
     let (req, send) = handle.next_request().await.expect("secret get");
     assert_eq!(req.uri().path(), "/api/v1/namespaces/team/secrets/creds");
@@ -276,6 +277,12 @@ async fn the_password_never_reaches_status_or_events() {
     assert!(!event.to_string().contains(wrong));
     assert!(event["note"].as_str().unwrap_or("").contains("535"));
     task.await.expect("join").expect("reconcile");
+    let logs = support::logs_text();
+    assert!(logs.contains("status written"), "the capture works: {logs}");
+    assert!(
+        !logs.contains(wrong) && !logs.contains(&b64(wrong)),
+        "password in logs: {logs}"
+    );
 }
 
 fn cluster_relay(name: &str, created: &str, default: bool) -> Arc<ClusterSmtpRelay> {
@@ -408,5 +415,41 @@ async fn health_readiness_and_metrics_endpoints() {
     assert!(
         text.contains("smtp_relay_relays{kind=\"SmtpRelay\",ready=\"false\"} 1"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_follower_takes_over_when_the_leader_stops_and_at_once_when_it_releases() {
+    use smtp_relay_operator::leader::{Elector, LeaseConfig};
+    let fake = support::fake_api::FakeApi::default();
+    let elector = |id: &str| {
+        Elector::new(
+            fake.client(),
+            LeaseConfig {
+                namespace: "smtp-relay-system".into(),
+                name: "smtp-relay-operator".into(),
+                identity: id.into(),
+                duration: Duration::from_secs(1),
+                renew_every: Duration::from_millis(100),
+            },
+        )
+    };
+    let (a, b) = (elector("pod-a"), elector("pod-b"));
+    assert!(a.try_once().await.expect("a"), "a leads");
+    assert!(!b.try_once().await.expect("b"), "b follows while a renews");
+    assert!(a.try_once().await.expect("a renews"));
+    // a dies (stops renewing): b takes over once the lease runs out, not before.
+    tokio::time::timeout(Duration::from_secs(10), b.acquire())
+        .await
+        .expect("b takes over");
+    assert!(
+        !a.try_once().await.expect("a"),
+        "the old leader is now a follower"
+    );
+    // A graceful stop releases the lease: the other replica takes it at once.
+    b.release().await;
+    assert!(
+        a.try_once().await.expect("a"),
+        "taken over right after release"
     );
 }

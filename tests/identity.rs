@@ -193,6 +193,7 @@ async fn the_confirmation_mail_arrives_in_both_languages_and_parses() {
         let name = unique(&format!("mail-{lang}"));
         let address = format!("{name}@example.test");
         env.create_identity(&name, identity_spec(&address, lang));
+        support::logs();
         env.reconcile(&name).await;
         assert_eq!(
             env.condition(&name, "ConfirmationSent"),
@@ -221,6 +222,20 @@ async fn the_confirmation_mail_arrives_in_both_languages_and_parses() {
         let status = serde_json::to_string(&env.identity(&name).status).expect("json");
         let token = link.rsplit('/').next().expect("token");
         assert!(!status.contains(token) && !status.contains(&code));
+        let logs = support::logs_text();
+        assert!(
+            logs.lines()
+                .any(|l| l.contains(&name) && l.contains("confirmation mail sent")),
+            "the capture works: {logs}"
+        );
+        assert!(
+            !logs.contains(token) && !logs.contains(&code),
+            "secret in logs: {logs}"
+        );
+        // Nor anywhere in the API server: status, events, annotations.
+        let everything = env.fake.dump();
+        assert!(everything.contains("/events/"), "events were recorded");
+        assert!(!everything.contains(token) && !everything.contains(&code));
     }
 }
 

@@ -149,6 +149,17 @@ impl FakeApi {
         self.state.lock().expect("lock").objects.get(path).cloned()
     }
 
+    /// Every stored object, as "path: json" lines (to search for what must not be there).
+    pub fn dump(&self) -> String {
+        self.state
+            .lock()
+            .expect("lock")
+            .objects
+            .iter()
+            .map(|(p, v)| format!("{p}: {v}\n"))
+            .collect()
+    }
+
     /// (method, path) of every write so far.
     pub fn writes(&self) -> Vec<(String, String)> {
         self.state.lock().expect("lock").writes.clone()

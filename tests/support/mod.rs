@@ -141,3 +141,41 @@ pub fn context(
         confirmation,
     })
 }
+
+/// Every log line of this test process at TRACE level, for tests that prove secrets
+/// never reach the logs. Installed once as the global subscriber (scoped subscribers
+/// miss events when other tests run in parallel threads); tests look for their own
+/// unique names in it.
+pub fn logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<std::sync::Arc<std::sync::Mutex<Vec<u8>>>> = OnceLock::new();
+    std::sync::Arc::clone(LOGS.get_or_init(|| {
+        #[derive(Clone)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Buf(std::sync::Arc::clone(&buf));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+        buf
+    }))
+}
+
+/// The captured logs as text.
+pub fn logs_text() -> String {
+    String::from_utf8_lossy(&logs().lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}

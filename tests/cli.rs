@@ -1,0 +1,129 @@
+//! The `verify` command as a user runs it: the binary, real files, the Postfix
+//! harness, exit codes 0 / 1 / 2.
+
+mod support;
+
+use std::process::Command;
+
+fn verify(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
+        .arg("verify")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run verify");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The demo relay's CA as the Secret the examples reference.
+fn ca_manifest(dir: &std::path::Path) -> String {
+    let pem = String::from_utf8(support::harness().ca_pem()).expect("pem");
+    let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+    let path = dir.join("ca.yaml");
+    std::fs::write(
+        &path,
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: harness-ca\n  namespace: demo\nstringData:\n  ca.crt: |\n{indented}"),
+    )
+    .expect("write");
+    path.display().to_string()
+}
+
+#[test]
+fn the_bundled_examples_show_what_works_and_why_the_rest_does_not() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = ca_manifest(dir.path());
+    let (code, table, progress) = verify(&["-f", "examples/demo", "-f", &ca]);
+    assert_eq!(
+        code, 1,
+        "some relays are broken on purpose\n{table}\n{progress}"
+    );
+    for (name, ready, reason) in [
+        ("demo/corporate", "True", "Verified"),
+        ("demo/smtps", "True", "Verified"),
+        ("demo/wrong-password", "False", "AuthRejected"),
+        ("demo/wrong-port", "False", "ConnectionRefused"),
+        ("demo/no-starttls", "False", "StartTlsNotOffered"),
+        ("demo/untrusted-certificate", "False", "CertificateInvalid"),
+    ] {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{table}"));
+        assert!(line.contains(ready) && line.contains(reason), "{line}");
+    }
+    assert!(
+        table.contains("535"),
+        "the server's reply is shown:\n{table}"
+    );
+    assert!(
+        progress.contains("verifying SmtpRelay demo/corporate"),
+        "{progress}"
+    );
+    assert!(!table.contains("an-old-password") && !progress.contains("an-old-password"));
+}
+
+#[test]
+fn all_ready_is_exit_zero_and_json_carries_the_status() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = ca_manifest(dir.path());
+    let (code, out, err) = verify(&[
+        "-f",
+        "examples/demo/01-working-starttls.yaml",
+        "-f",
+        &ca,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let status = &v[0]["status"];
+    assert_eq!(v[0]["name"], "corporate");
+    assert!(
+        status["lastVerification"]["messageId"].is_string(),
+        "{status}"
+    );
+    assert!(status["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "TestMessageAccepted" && c["status"] == "True")
+    }));
+}
+
+#[test]
+fn a_missing_secret_is_reported_like_the_controller_would() {
+    let (code, out, _) = verify(&[
+        "-f",
+        "examples/demo/02-working-implicit-tls.yaml",
+        "-o",
+        "yaml",
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.contains("SecretNotFound"), "{out}");
+}
+
+#[test]
+fn unusable_input_is_exit_two_with_file_document_and_field() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {a: b}\n---\napiVersion: smtprelay.io/v1alpha1\nkind: SmtpRelay\nmetadata: {name: r, namespace: x}\nspec:\n  host: smtp.example.com\n  port: 70000\n  defaultSender: {address: a@example.com}\n",
+    )
+    .expect("write");
+    let (code, _, err) = verify(&["-f", &bad.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.yaml (document 2)") && err.contains("spec.port"),
+        "{err}"
+    );
+    let (code, _, err) = verify(&["-f", "no/such/file.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no/such/file.yaml"), "{err}");
+    std::fs::write(&bad, "key: [unclosed\n").expect("write");
+    let (code, _, err) = verify(&["-f", &bad.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not valid YAML"), "{err}");
+}
