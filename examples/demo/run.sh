@@ -28,9 +28,9 @@ set -e
 echo
 echo "exit code $code (0 = all relays Ready, 1 = some relay is not, 2 = unusable input)."
 echo "Two relays work; the others are broken on purpose: each line above says which step failed and why."
-echo "Full status of one relay, as the controller writes it:"
+echo "Full status of the relay with the wrong password, as the controller writes it:"
 echo
-"$bin" verify -f examples/demo/03-wrong-password.yaml -f examples/demo/01-working-starttls.yaml -f "$ca_manifest" -o yaml 2>/dev/null \
-  | sed -n '/name: wrong-password/,$p'
+# verify exits 1 for this relay (it is not Ready): that is the point here.
+"$bin" verify -f examples/demo/03-wrong-password.yaml -f "$ca_manifest" -o yaml 2>/dev/null || true
 # The demo succeeds when it shows what it should: working relays Ready, broken ones not.
 [ "$code" -eq 1 ]
