@@ -422,7 +422,7 @@ def deployment_default() -> str:
     check(ports == {"http-metrics": 8080, "http-confirm": 8081}, f"ports {ports}")
     check(c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http-metrics"}, "liveness probe")
     check(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http-metrics"}, "readiness probe")
-    check(c["resources"] == {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+    check(c["resources"] == {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "192Mi"}},
           f"resources {c['resources']}")
     svc = one(docs, "Service")
     check(svc["spec"]["type"] == "ClusterIP", "Service type")
