@@ -537,6 +537,34 @@ async fn steps(run: &Run, kubeconfig: &PathBuf) {
     assert_eq!(answer.result, "Succeeded", "{answer:?}");
     h.wait_for_message(&answer.message_id.expect("message id"));
 
+    // The plugin's table and export see relays and the identity; resend is a request.
+    let rows = smtp_relay_operator::plugin::collect(client, Some(&run.ns))
+        .await
+        .expect("status");
+    let sales = rows
+        .iter()
+        .find(|r| r.name == "sales")
+        .expect("identity row");
+    assert_eq!(
+        (sales.confirmation.as_str(), sales.ready.as_str()),
+        ("Confirmed", "True")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.name == "wrong-password" && r.ready == "True")
+    );
+    assert!(smtp_relay_operator::plugin::to_csv(&rows).lines().count() > cases.len());
+    smtp_relay_operator::plugin::resend(client, &run.ns, "sales")
+        .await
+        .expect("resend");
+    let i = identities.get("sales").await.expect("get");
+    assert!(
+        i.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("smtprelay.io/resend")
+    );
+
     // 5. The API server refuses invalid manifests with the schema's message.
     let invalid: Vec<(&str, Value, &str)> = vec![
         ("bad-port", json!({"port": 70000}), "spec.port"),
