@@ -388,3 +388,77 @@ fn every_example_manifest_is_valid() {
     }
     assert!(seen >= 6, "only {seen} relays in examples/");
 }
+
+#[test]
+fn sender_identity_schema() {
+    use smtp_relay_operator::api::SenderIdentity;
+    let obj = |spec: Value| {
+        json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
+               "metadata": {"name": "sales", "namespace": "team"}, "spec": spec})
+    };
+    let errors = |spec: Value| validate_against_crd(&SenderIdentity::crd(), &obj(spec));
+    let good = json!({"address": "sales@example.com", "displayName": "Sales", "usage": ["sales"],
+                      "relayRef": {"kind": "ClusterSmtpRelay", "name": "shared"},
+                      "confirmation": {"required": true, "ttl": "48h", "language": "fr"},
+                      "writeConnectionSecretToRef": {"name": "sales-smtp"}});
+    assert_eq!(errors(good.clone()), Vec::<String>::new());
+    assert_eq!(
+        errors(json!({"address": "a@example.com"})),
+        Vec::<String>::new(),
+        "defaults suffice"
+    );
+    for (what, path, value, expected) in [
+        ("bad address", "address", json!("sales"), "spec.address"),
+        (
+            "CRLF name",
+            "displayName",
+            json!("a\r\nb"),
+            "spec.displayName",
+        ),
+        ("bad reply-to", "replyTo", json!("x"), "spec.replyTo"),
+        (
+            "unknown language",
+            "confirmation",
+            json!({"language": "de"}),
+            "spec.confirmation.language",
+        ),
+        (
+            "ttl too short",
+            "confirmation",
+            json!({"ttl": "1m"}),
+            "between 5m and 168h",
+        ),
+        (
+            "ttl too long",
+            "confirmation",
+            json!({"ttl": "400h"}),
+            "between 5m and 168h",
+        ),
+        (
+            "unknown relay kind",
+            "relayRef",
+            json!({"kind": "Relay", "name": "x"}),
+            "spec.relayRef.kind",
+        ),
+        (
+            "duplicate usage",
+            "usage",
+            json!(["sales", "sales"]),
+            "unique",
+        ),
+        (
+            "bad secret name",
+            "writeConnectionSecretToRef",
+            json!({"name": "Not_Valid"}),
+            "spec.writeConnectionSecretToRef.name",
+        ),
+    ] {
+        let mut spec = good.clone();
+        spec[path] = value;
+        let errs = errors(spec);
+        assert!(
+            errs.iter().any(|e| e.contains(expected)),
+            "{what}: expected {expected:?} in {errs:?}"
+        );
+    }
+}
