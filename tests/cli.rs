@@ -127,3 +127,55 @@ fn unusable_input_is_exit_two_with_file_document_and_field() {
     assert_eq!(code, 2);
     assert!(err.contains("not valid YAML"), "{err}");
 }
+
+#[tokio::test]
+async fn secrets_missing_from_the_files_can_come_from_the_cluster() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let fake = support::fake_api::FakeApi::default();
+    fake.put(
+        "/api/v1/namespaces/demo/secrets/harness-credentials",
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "harness-credentials", "namespace": "demo"},
+            "data": {"username": b64(support::USER), "password": b64(support::PASSWORD)}}),
+    );
+    let addr = fake.clone().serve().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://{addr}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"),
+    )
+    .expect("kubeconfig");
+    let ca = ca_manifest(dir.path());
+    let run = move || {
+        Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
+            .args([
+                "verify",
+                "-f",
+                "examples/demo/02-working-implicit-tls.yaml",
+                "-f",
+                &ca,
+                "--secrets-from-cluster",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run verify")
+    };
+    let out = tokio::task::spawn_blocking(run).await.expect("join");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("Verified"), "{table}");
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|c| c.path == "/api/v1/namespaces/demo/secrets/harness-credentials"),
+        "the Secret came from the cluster"
+    );
+}
