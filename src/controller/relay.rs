@@ -45,16 +45,28 @@ pub mod reasons {
     pub const CA_BUNDLE_NOT_FOUND: &str = "CaBundleNotFound";
     pub const CA_BUNDLE_INVALID: &str = "CaBundleInvalid";
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The API server could not be asked (timeout, 5xx): retried, not reported.
+    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
     pub const HONOURED: &str = "Honoured";
     pub const DEFAULT_CONFLICT: &str = "DefaultConflict";
 }
 
-/// A Secret or ConfigMap's data, as the observe step sees it.
-#[derive(Clone, Debug, Default)]
+/// A Secret or ConfigMap's data, as the observe step sees it. Its Debug output shows
+/// the keys only.
+#[derive(Clone, Default)]
 pub struct Fetched {
     pub data: BTreeMap<String, Vec<u8>>,
     /// resourceVersion; empty when read from a file.
     pub version: String,
+}
+
+impl std::fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetched")
+            .field("keys", &self.data.keys().collect::<Vec<_>>())
+            .field("version", &self.version)
+            .finish()
+    }
 }
 
 /// Why an input could not be read (other than "it does not exist").
@@ -183,6 +195,21 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
     let spec = relay.spec;
     let (_, timeout) = schedule(spec)?;
     let port = effective_port(spec)?;
+    if let Some(h) = spec
+        .custom_headers
+        .iter()
+        .find(|h| crate::api::RESERVED_HEADERS.contains(&h.name.to_ascii_lowercase().as_str()))
+    {
+        // The CRD refuses this at apply time; objects that bypassed it are refused here.
+        return Err(InputProblem {
+            condition: types::READY,
+            reason: reasons::INVALID_SPEC,
+            message: format!(
+                "customHeaders: {} is set by the operator and cannot be overridden",
+                h.name
+            ),
+        });
+    }
     if relay.namespace.is_some()
         && let Some(field) = spec.cross_namespace_refs().first()
     {
@@ -204,7 +231,7 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
                 condition: types::CREDENTIALS_RESOLVED,
                 reason: match e {
                     SourceError::Forbidden(_) => reasons::SECRET_FORBIDDEN,
-                    SourceError::Other { .. } => reasons::SECRET_NOT_FOUND,
+                    SourceError::Other { .. } => reasons::SOURCE_UNAVAILABLE,
                 },
                 message: e.to_string(),
             })?;
@@ -256,7 +283,10 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
                 CaBundleKind::Secret => source.secret(ns, &ca.name).await,
                 CaBundleKind::ConfigMap => source.config_map(ns, &ca.name).await,
             }
-            .map_err(|e| problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string()))?
+            .map_err(|e| match e {
+                SourceError::Forbidden(_) => problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string()),
+                SourceError::Other { .. } => problem(reasons::SOURCE_UNAVAILABLE, e.to_string()),
+            })?
             .ok_or_else(|| {
                 problem(
                     reasons::CA_BUNDLE_NOT_FOUND,
@@ -501,15 +531,17 @@ pub fn desired_conditions(
 
     let port = port.unwrap_or_else(|| spec.tls.mode.default_port());
     out.push(failed_desired(types::CONNECTED).unwrap_or_else(|| {
+        if !outcome.passed(Step::Connect) {
+            return not_attempted(types::CONNECTED);
+        }
         desired(
             types::CONNECTED,
             True,
             reasons::CONNECTED,
-            format!(
-                "{}:{port} answered: {}",
-                spec.host,
-                outcome.server.banner.as_deref().unwrap_or("")
-            ),
+            match outcome.server.banner.as_deref() {
+                Some(banner) => format!("{}:{port} answered: {banner}", spec.host),
+                None => format!("connected to {}:{port}", spec.host),
+            },
         )
     }));
 
@@ -882,6 +914,20 @@ pub async fn evaluate(
         Ok(r) => r.inputs.clone(),
         Err(p) => format!("g{}/{}", relay.generation.unwrap_or(0), p.reason),
     };
+    // A failed read of a Secret says nothing about the relay: try again soon, and
+    // neither flip Ready nor count a failure (the offline `verify` reports it).
+    if !force
+        && let Err(p) = &resolved
+        && p.reason == reasons::SOURCE_UNAVAILABLE
+    {
+        tracing::warn!(reason = %p.message, "cannot read the relay's inputs; retrying");
+        return Evaluation {
+            status: None,
+            transition: None,
+            requeue: Duration::from_secs(15),
+            outcome: None,
+        };
+    }
     if !force
         && let Due::In(wait) = verification_due(
             relay.status,
@@ -1138,6 +1184,29 @@ mod tests {
                 "Ready is last"
             );
         }
+    }
+
+    #[test]
+    fn a_failure_before_the_network_claims_no_connection() {
+        let o = Outcome {
+            steps: vec![],
+            failure: Some(Failure {
+                step: Step::Mail,
+                reason: FailureReason::InvalidTarget,
+                code: None,
+                message: "invalid sender".into(),
+            }),
+            ..Default::default()
+        };
+        let d = desired_conditions(&spec(TlsMode::StartTls, false, true), None, &Ok(o));
+        assert_eq!(
+            status_of(&d, types::CONNECTED),
+            Some((Unknown, reasons::NOT_ATTEMPTED.into()))
+        );
+        assert_eq!(
+            status_of(&d, types::READY),
+            Some((False, "InvalidTarget".into()))
+        );
     }
 
     #[test]

@@ -256,11 +256,13 @@ impl Outcome {
             scrub(b);
         }
         self.server.extensions.iter_mut().for_each(scrub);
+        self.server.auth_mechanisms.iter_mut().for_each(scrub);
     }
 }
 
-/// Replace `secret` in `text`, verbatim or inside any base64 token (AUTH PLAIN sends
-/// base64 of `\0user\0password`, AUTH LOGIN base64 of the password alone).
+/// Replace `secret` in `text`, verbatim or base64-encoded anywhere inside a run of
+/// base64 characters (AUTH PLAIN sends base64 of `\0user\0password`, AUTH LOGIN base64
+/// of the password alone, and a server may echo either glued to other text).
 pub fn redact_text(text: &str, secret: &str) -> String {
     use base64::Engine as _;
     if secret.is_empty() {
@@ -268,23 +270,37 @@ pub fn redact_text(text: &str, secret: &str) -> String {
     }
     let text = text.replace(secret, "<redacted>");
     let is_b64 = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    let leaks = |run: &str| {
+        let bytes = run.as_bytes();
+        // Try every start: the encoded secret may begin anywhere in the run.
+        (0..bytes.len()).any(|start| {
+            let tail: Vec<u8> = bytes[start..]
+                .iter()
+                .copied()
+                .filter(|b| *b != b'=')
+                .collect();
+            let usable = tail.len() - tail.len() % 4;
+            [usable, tail.len()].iter().any(|&n| {
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .decode(&tail[..n])
+                    .is_ok_and(|d| d.windows(secret.len()).any(|w| w == secret.as_bytes()))
+            })
+        })
+    };
     let mut out = String::with_capacity(text.len());
     let mut rest = text.as_str();
     while let Some(start) = rest.find(is_b64) {
         out.push_str(&rest[..start]);
-        let token_len = rest[start..]
+        let len = rest[start..]
             .find(|c| !is_b64(c))
             .unwrap_or(rest.len() - start);
-        let token = &rest[start..start + token_len];
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(token)
-            .or_else(|_| {
-                base64::engine::general_purpose::STANDARD_NO_PAD.decode(token.trim_end_matches('='))
-            });
-        let leaks =
-            decoded.is_ok_and(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
-        out.push_str(if leaks { "<redacted>" } else { token });
-        rest = &rest[start + token_len..];
+        let run = &rest[start..start + len];
+        out.push_str(if len >= 4 && leaks(run) {
+            "<redacted>"
+        } else {
+            run
+        });
+        rest = &rest[start + len..];
     }
     out.push_str(rest);
     out

@@ -38,6 +38,8 @@ const MAX_REPLY: usize = 64 * 1024;
 /// How much of the post-TLS EHLO exchange we keep for status.
 const MAX_TAP: usize = 8 * 1024;
 const MAX_EXTENSIONS: usize = 32;
+/// Longest wait for a server to acknowledge QUIT after a failure.
+const ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Run one verification session. Never panics on what the network sends; the
 /// password is scrubbed from every text in the outcome.
@@ -122,7 +124,9 @@ impl Session<'_> {
         let addrs = self
             .step(Step::Dns, resolve(&target.host, target.port))
             .await?;
-        let tcp = self.step(Step::Connect, connect(addrs)).await?;
+        let tcp = self
+            .step(Step::Connect, connect(addrs, self.deadline))
+            .await?;
         let peer = tcp
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], target.port)));
@@ -241,7 +245,7 @@ impl Session<'_> {
                         offered.join(" ")
                     )
                 };
-                conn.abort().await;
+                self.abort(&mut conn).await;
                 return Err(Failure {
                     step: Step::Auth,
                     reason: FailureReason::AuthMechanismUnsupported,
@@ -259,7 +263,7 @@ impl Session<'_> {
                 })
                 .await;
             if let Err(f) = auth {
-                conn.abort().await;
+                self.abort(&mut conn).await;
                 return Err(f);
             }
         }
@@ -267,7 +271,7 @@ impl Session<'_> {
         if let Some((message_id, sender, recipient, bytes)) = message {
             let result = self.send(&mut conn, &sender, &recipient, &bytes).await;
             if let Err(f) = result {
-                conn.abort().await;
+                self.abort(&mut conn).await;
                 return Err(f);
             }
             self.outcome.message_id = Some(message_id);
@@ -324,6 +328,13 @@ impl Session<'_> {
         })
         .await?;
         Ok(())
+    }
+
+    /// Say goodbye after a failure, but never wait longer than the session may: lettre's
+    /// abort sends QUIT and waits for the reply without a deadline of its own.
+    async fn abort(&self, conn: &mut AsyncSmtpConnection) {
+        let limit = self.deadline.min(Instant::now() + ABORT_GRACE);
+        let _ = tokio::time::timeout_at(limit, conn.abort()).await;
     }
 
     fn expect(
@@ -472,11 +483,23 @@ async fn resolve(host: &str, port: u16) -> StepResult<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-async fn connect(addrs: Vec<SocketAddr>) -> StepResult<TcpStream> {
+async fn connect(addrs: Vec<SocketAddr>, deadline: Instant) -> StepResult<TcpStream> {
     let mut last = None;
     let mut refused = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
+    let count = addrs.len();
+    for (i, addr) in addrs.into_iter().enumerate() {
+        // Each address gets a fair share of what is left, so one black-holed address
+        // (a broken IPv6 route) cannot use up the whole budget.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let share = left / u32::try_from(count - i).unwrap_or(1).max(1);
+        let attempt = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {}", human_duration(share)),
+            )),
+        };
+        match attempt {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
