@@ -22,8 +22,10 @@ pub enum Decision {
     Wait(Duration),
 }
 
-/// Decide from the lease, our identity and the clock.
-pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+/// Decide from the lease, our identity, and how long the lease record has been
+/// unchanged as *we* observed it (as client-go does: the holder's clock is never
+/// compared with ours, so clock skew cannot shorten a live lease).
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> Decision {
     let Some(spec) = spec else {
         return Decision::Create;
     };
@@ -37,14 +39,10 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     let duration = Duration::from_secs(
         u64::try_from(spec.lease_duration_seconds.unwrap_or(15).max(1)).unwrap_or(15),
     );
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return Decision::Acquire;
-    };
-    let age = Duration::try_from(now.duration_since(renewed.0)).unwrap_or(Duration::ZERO);
-    if age >= duration {
+    if unchanged_for >= duration {
         Decision::Acquire
     } else {
-        Decision::Wait(duration - age)
+        Decision::Wait(duration - unchanged_for)
     }
 }
 
@@ -54,7 +52,11 @@ pub struct LeaseConfig {
     pub namespace: String,
     pub name: String,
     pub identity: String,
+    /// How long a lease lasts without renewal (followers wait this long).
     pub duration: Duration,
+    /// The leader steps down if it could not renew for this long; shorter than
+    /// `duration`, so it stops acting before any follower may start.
+    pub renew_deadline: Duration,
     pub renew_every: Duration,
 }
 
@@ -62,6 +64,8 @@ pub struct LeaseConfig {
 pub struct Elector {
     api: Api<Lease>,
     cfg: LeaseConfig,
+    /// The lease record (holder, renewTime) last seen, and when we first saw it.
+    observed: std::sync::Mutex<Option<((String, String), tokio::time::Instant)>>,
 }
 
 fn now_micro() -> MicroTime {
@@ -73,6 +77,7 @@ impl Elector {
         Elector {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
+            observed: std::sync::Mutex::new(None),
         }
     }
 
@@ -96,7 +101,28 @@ impl Elector {
     pub async fn try_once(&self) -> Result<bool, kube::Error> {
         let current = self.api.get_opt(&self.cfg.name).await?;
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-        let decision = decide(spec, &self.cfg.identity, Timestamp::now());
+        let record = spec.map(|s| {
+            (
+                s.holder_identity.clone().unwrap_or_default(),
+                s.renew_time
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+            )
+        });
+        let unchanged_for = {
+            let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            let now = tokio::time::Instant::now();
+            match (&*observed, record) {
+                (Some((seen, since)), Some(r)) if *seen == r => now.duration_since(*since),
+                (_, Some(r)) => {
+                    *observed = Some((r, now));
+                    Duration::ZERO
+                }
+                (_, None) => Duration::ZERO,
+            }
+        };
+        let decision = decide(spec, &self.cfg.identity, unchanged_for);
         let result = match decision {
             Decision::Wait(_) => return Ok(false),
             Decision::Create => {
@@ -132,10 +158,19 @@ impl Elector {
         }
     }
 
+    /// One attempt, bounded in time: a hung API call never keeps a leader acting.
+    async fn try_within(&self, limit: Duration) -> Result<bool, String> {
+        match tokio::time::timeout(limit, self.try_once()).await {
+            Ok(Ok(held)) => Ok(held),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {limit:?}")),
+        }
+    }
+
     /// Wait until we hold the lease.
     pub async fn acquire(&self) {
         loop {
-            match self.try_once().await {
+            match self.try_within(self.cfg.renew_deadline).await {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(e) => {
@@ -146,12 +181,17 @@ impl Elector {
         }
     }
 
-    /// Keep renewing; returns when the lease could not be renewed for its whole duration.
+    /// Keep renewing; returns (step down) as soon as another replica holds the lease
+    /// or renewal has failed for `renew_deadline`, which is shorter than the lease.
     pub async fn hold(&self) {
         let mut last_ok = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(self.cfg.renew_every).await;
-            match self.try_once().await {
+            let left = self.cfg.renew_deadline.saturating_sub(last_ok.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            match self.try_within(left).await {
                 Ok(true) => last_ok = tokio::time::Instant::now(),
                 Ok(false) => {
                     tracing::error!("leader election: another replica holds the lease");
@@ -159,7 +199,7 @@ impl Elector {
                 }
                 Err(e) => tracing::warn!(error = %e, "leader election: renewal failed"),
             }
-            if last_ok.elapsed() >= self.cfg.duration {
+            if last_ok.elapsed() >= self.cfg.renew_deadline {
                 return;
             }
         }
@@ -198,61 +238,36 @@ impl Elector {
 mod tests {
     use super::*;
 
-    fn lease(holder: Option<&str>, renewed: Option<&str>) -> LeaseSpec {
-        LeaseSpec {
-            holder_identity: holder.map(str::to_string),
-            lease_duration_seconds: Some(15),
-            renew_time: renewed.map(|t| MicroTime(t.parse().expect("ts"))),
-            ..Default::default()
-        }
-    }
-
     #[test]
     fn decisions() {
-        let now: Timestamp = "2026-01-01T00:00:10Z".parse().expect("ts");
-        assert_eq!(decide(None, "a", now), Decision::Create);
+        let live = |holder: Option<&str>| LeaseSpec {
+            holder_identity: holder.map(str::to_string),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime("2026-01-01T00:00:00Z".parse().expect("ts"))),
+            ..Default::default()
+        };
+        let s = Duration::from_secs;
+        assert_eq!(decide(None, "a", s(0)), Decision::Create);
+        assert_eq!(decide(Some(&live(Some("a"))), "a", s(100)), Decision::Renew);
         assert_eq!(
-            decide(
-                Some(&lease(Some("a"), Some("2026-01-01T00:00:09Z"))),
-                "a",
-                now
-            ),
-            Decision::Renew
+            decide(Some(&live(Some("b"))), "a", s(5)),
+            Decision::Wait(s(10))
         );
         assert_eq!(
-            decide(
-                Some(&lease(Some("b"), Some("2026-01-01T00:00:05Z"))),
-                "a",
-                now
-            ),
-            Decision::Wait(Duration::from_secs(10))
-        );
-        assert_eq!(
-            decide(
-                Some(&lease(Some("b"), Some("2025-12-31T23:59:50Z"))),
-                "a",
-                now
-            ),
+            decide(Some(&live(Some("b"))), "a", s(15)),
             Decision::Acquire,
             "expired"
         );
         assert_eq!(
-            decide(Some(&lease(None, None)), "a", now),
+            decide(Some(&live(None)), "a", s(0)),
             Decision::Acquire,
             "released"
         );
+        // Only local observation counts: a renewTime far in the past (a skewed clock)
+        // does not make a just-observed lease look expired.
         assert_eq!(
-            decide(Some(&lease(Some("b"), None)), "a", now),
-            Decision::Acquire
-        );
-        assert_eq!(
-            decide(
-                Some(&lease(Some("b"), Some("2026-01-01T00:00:20Z"))),
-                "a",
-                now
-            ),
-            Decision::Wait(Duration::from_secs(15)),
-            "clock skew never shortens a live lease"
+            decide(Some(&live(Some("b"))), "a", s(0)),
+            Decision::Wait(s(15))
         );
     }
 }

@@ -169,7 +169,8 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
                 name: opts.lease_name.clone(),
                 identity: opts.identity.clone(),
                 duration: Duration::from_secs(15),
-                renew_every: Duration::from_secs(4),
+                renew_deadline: Duration::from_secs(10),
+                renew_every: Duration::from_secs(2),
             },
         )
     });
