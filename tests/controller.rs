@@ -336,6 +336,7 @@ async fn leader_election_creates_the_lease_when_absent_and_waits_for_a_live_hold
             name: "smtp-relay-operator".into(),
             identity: "pod-a".into(),
             duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(4),
         },
     );
@@ -430,6 +431,7 @@ async fn a_follower_takes_over_when_the_leader_stops_and_at_once_when_it_release
                 name: "smtp-relay-operator".into(),
                 identity: id.into(),
                 duration: Duration::from_secs(1),
+                renew_deadline: Duration::from_millis(700),
                 renew_every: Duration::from_millis(100),
             },
         )
@@ -452,4 +454,26 @@ async fn a_follower_takes_over_when_the_leader_stops_and_at_once_when_it_release
         a.try_once().await.expect("a"),
         "taken over right after release"
     );
+}
+
+#[tokio::test]
+async fn an_api_server_hiccup_reading_the_secret_changes_nothing() {
+    let (ctx, mut handle) = context();
+    let obj = Arc::new(relay(
+        json!({"host": "127.0.0.1", "port": support::closed_port().port,
+               "auth": {"credentialsSecretRef": {"name": "creds"}},
+               "defaultSender": {"address": "a@example.test"}}),
+        None,
+    ));
+    let task = tokio::spawn(smtp_relay::reconcile(Arc::clone(&obj), Arc::clone(&ctx)));
+    let (req, send) = handle.next_request().await.expect("secret get");
+    assert_eq!(req.uri().path(), "/api/v1/namespaces/team/secrets/creds");
+    respond(
+        send,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": "etcdserver: request timed out", "reason": "InternalError", "code": 500}),
+    );
+    task.await.expect("join").expect("reconcile");
+    no_more_requests(&mut handle).await;
 }

@@ -192,7 +192,9 @@ async fn the_confirmation_mail_arrives_in_both_languages_and_parses() {
     for (lang, subject) in [("en", "Subject: Confirm "), ("fr", "Subject: Confirmez")] {
         let name = unique(&format!("mail-{lang}"));
         let address = format!("{name}@example.test");
-        env.create_identity(&name, identity_spec(&address, lang));
+        let mut spec = identity_spec(&address, lang);
+        spec["replyTo"] = json!("requester@example.test");
+        env.create_identity(&name, spec);
         support::logs();
         env.reconcile(&name).await;
         assert_eq!(
@@ -211,6 +213,11 @@ async fn the_confirmation_mail_arrives_in_both_languages_and_parses() {
             "{raw}"
         );
         assert!(raw.contains("X-Campaign: confirmations"), "{raw}");
+        assert!(
+            raw.contains("Reply-To: no-reply@example.test"),
+            "replies go to the relay: {raw}"
+        );
+        assert!(!raw.contains("requester@example.test"), "{raw}");
         assert!(raw.contains(&format!("To: {address}")), "{raw}");
         let link = link.expect("link");
         assert!(
@@ -532,4 +539,31 @@ async fn the_connection_secret_appears_only_when_ready_and_follows_rotation() {
     // Status and events never carry the password.
     let everything = format!("{:?}", env.fake.get(&identity_path(&name)));
     assert!(!everything.contains(support::ROTATED_PASSWORD));
+}
+
+#[tokio::test]
+async fn a_change_during_the_send_does_not_mail_a_second_attempt() {
+    let env = env(None);
+    let name = unique("meddle");
+    let address = format!("{name}@example.test");
+    env.create_identity(&name, identity_spec(&address, "en"));
+    // Someone labels the identity right after the attempt is persisted, while the
+    // mail is being sent: the write recording the send conflicts.
+    env.fake.meddle_after_status_write(&identity_path(&name));
+    env.reconcile(&name).await;
+    let c = env.confirmation(&name);
+    assert!(
+        c.sent_at.is_some(),
+        "the send is recorded on the fresh object: {c:?}"
+    );
+    assert_eq!(c.attempts, 1);
+    let (_, _, code) = env.mail(&name);
+    env.reconcile(&name).await;
+    assert_eq!(env.confirmation(&name).attempts, 1, "no second attempt");
+    // And the mailed code still works.
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({CODE_ANNOTATION: code})
+    });
+    env.reconcile(&name).await;
+    assert_eq!(env.confirmation(&name).state, ConfirmationState::Confirmed);
 }

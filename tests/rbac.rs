@@ -216,6 +216,7 @@ async fn exercise(fake: &FakeApi) {
             name: "smtp-relay-operator".into(),
             identity: "pod-a".into(),
             duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
             renew_every: Duration::from_secs(4),
         },
     );

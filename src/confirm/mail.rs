@@ -12,8 +12,9 @@ pub struct ConfirmationMail<'a> {
     /// The relay's default sender.
     pub from: Mailbox,
     pub reply_to: Mailbox,
+    /// The address being confirmed. (The requester's display name is left out of the
+    /// mail on purpose: it is text they choose, shown to the owner.)
     pub address: &'a str,
-    pub display_name: Option<&'a str>,
     /// "namespace/name" of the identity.
     pub identity: &'a str,
     pub attempt_id: &'a str,
@@ -28,10 +29,7 @@ pub struct ConfirmationMail<'a> {
 
 /// Build the confirmation mail.
 pub fn build(m: &ConfirmationMail<'_>) -> Outgoing {
-    let who = match m.display_name {
-        Some(n) if !n.is_empty() => format!("{n} <{}>", m.address),
-        _ => m.address.to_string(),
-    };
+    let who = m.address;
     let (subject, text) = match m.language {
         crate::api::Language::En => {
             let how = match &m.link {
@@ -132,11 +130,17 @@ fn decode_quoted_printable(body: &str) -> String {
         match bytes[i] {
             b'=' if bytes.get(i + 1) == Some(&b'\n') => i += 2,
             b'=' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&body[i + 1..i + 3], 16) {
-                    Ok(b) => out.push(b),
-                    Err(_) => out.extend_from_slice(&bytes[i..i + 3]),
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'=');
+                        i += 1;
+                    }
                 }
-                i += 3;
             }
             b => {
                 out.push(b);
@@ -177,7 +181,6 @@ mod tests {
                 address: "noreply@example.test".into(),
             },
             address: "sales@example.test",
-            display_name: Some("Sales"),
             identity: "team/sales",
             attempt_id: "a1b2c3",
             link,
@@ -210,6 +213,11 @@ mod tests {
         let qp = "Subject: x\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n(kubectl annotate smtprelay.io/confirmation-code=3DAB=\r\nCD-EFGH) caf=C3=A9\r\n";
         assert_eq!(parse(qp).1.as_deref(), Some("ABCD-EFGH"));
         assert!(body_text(qp).contains("café"));
+        let odd = "Content-Transfer-Encoding: quoted-printable\r\n\r\na=é=Z\r\n";
+        assert!(
+            body_text(odd).starts_with("a=é=Z"),
+            "no panic on a non-hex escape"
+        );
         let b64 = "Content-Transfer-Encoding: base64\r\n\r\nc210cHJlbGF5LmlvL2NvbmZpcm1hdGlvbi1jb2RlPVdYWVotMTIzNA==\r\n";
         assert_eq!(parse(b64).1.as_deref(), Some("WXYZ-1234"));
         assert!(

@@ -75,6 +75,23 @@ pub fn router(state: Arc<ConfirmState>) -> Router {
             get(show).post(confirm),
         )
         .with_state(state)
+        // Links carry a token: keep pages out of caches and Referer headers.
+        .layer(axum::middleware::map_response(
+            |mut res: Response| async move {
+                use axum::http::{HeaderValue, header};
+                let h = res.headers_mut();
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+                h.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                res
+            },
+        ))
 }
 
 fn escape(s: &str) -> String {
@@ -130,6 +147,23 @@ async fn landing(
     .into_response()
 }
 
+/// Path segments that can be a namespace, an object name and a token; anything else
+/// is refused before the API server is asked.
+fn plausible(namespace: &str, name: &str, token: &str) -> bool {
+    let object = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    let token_ok = !token.is_empty()
+        && token.len() <= 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    object(namespace, 63) && object(name, 253) && token_ok
+}
+
 /// Look the identity up and check the token; None for every kind of refusal.
 async fn lookup(
     st: &ConfirmState,
@@ -137,6 +171,9 @@ async fn lookup(
     name: &str,
     token: &str,
 ) -> Option<SenderIdentity> {
+    if !plausible(namespace, name, token) {
+        return None;
+    }
     let api: Api<SenderIdentity> = Api::namespaced(st.client.clone(), namespace);
     let identity = api.get_opt(name).await.ok()??;
     let c = identity.status.as_ref()?.confirmation.as_ref()?;
@@ -286,6 +323,16 @@ mod tests {
         assert!(l.allow(a));
         std::thread::sleep(Duration::from_millis(5));
         assert!(l.allow(a), "a new window");
+    }
+
+    #[test]
+    fn implausible_paths_never_reach_the_api_server() {
+        assert!(plausible("team", "sales", "AbC-_09"));
+        assert!(!plausible("team/../x", "sales", "t"));
+        assert!(!plausible("team", "sales?watch=1", "t"));
+        assert!(!plausible("Team", "sales", "t"));
+        assert!(!plausible("team", "sales", &"t".repeat(65)));
+        assert!(!plausible("team", "sales", "tok en"));
     }
 
     #[test]

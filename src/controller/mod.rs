@@ -39,6 +39,8 @@ pub enum Error {
     Missing(&'static str),
     #[error("the object changed while it was being reconciled")]
     Conflict,
+    #[error("temporarily unavailable: {0}")]
+    Transient(String),
 }
 
 /// What the SenderIdentity controller needs for confirmations.
@@ -271,10 +273,11 @@ pub async fn instrumented(
     result
 }
 
-/// Requeue with ±10% jitter so relays created together do not verify in lockstep.
+/// Requeue up to 10% later so relays created together do not verify in lockstep
+/// (never earlier: an early wake-up finds nothing due and only costs a Secret read).
 pub fn jittered(d: Duration) -> Duration {
     use rand::Rng as _;
-    let factor: f64 = rand::rng().random_range(0.9..1.1);
+    let factor: f64 = rand::rng().random_range(1.0..1.1);
     d.mul_f64(factor).max(Duration::from_secs(1))
 }
 

@@ -27,6 +27,8 @@ use crate::smtp;
 pub const RESEND_ANNOTATION: &str = "smtprelay.io/resend";
 /// Annotation carrying the mailed code back, for clusters without ingress.
 pub const CODE_ANNOTATION: &str = "smtprelay.io/confirmation-code";
+/// Internal: the namespace's labels could not be read; retried, never written.
+const NAMESPACE_LOOKUP_FAILED: &str = "NamespaceLookupFailed";
 /// At most this many confirmation mails per identity in 24 hours.
 pub const MAX_ATTEMPTS_PER_DAY: usize = 5;
 /// Wait before retrying a confirmation mail the relay did not accept.
@@ -679,13 +681,19 @@ async fn observe_relay(
             };
             if let Some(selector) = &cluster.spec.allowed_namespaces {
                 let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
-                let labels = ns_api
-                    .get_opt(namespace)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|n| n.metadata.labels)
-                    .unwrap_or_default();
+                // Fail closed: without the labels, the namespace is not allowed.
+                let labels = match ns_api.get_opt(namespace).await {
+                    Ok(n) => n.and_then(|n| n.metadata.labels).unwrap_or_default(),
+                    Err(_) => {
+                        return Err((
+                            NAMESPACE_LOOKUP_FAILED,
+                            format!(
+                                "cannot read the labels of namespace {namespace} to check ClusterSmtpRelay {}'s allowedNamespaces; will retry",
+                                cluster.name_any()
+                            ),
+                        ));
+                    }
+                };
                 if !selector_matches(selector, &labels) {
                     return Err((
                         "NamespaceNotAllowed",
@@ -775,6 +783,9 @@ async fn reconcile_in_span(
     };
     let spec = &identity.spec;
     let observed = observe_relay(&ctx, &namespace, spec).await;
+    if let Err((NAMESPACE_LOOKUP_FAILED, message)) = &observed {
+        return Err(Error::Transient(message.clone()));
+    }
     let relay_view_result = observed
         .as_ref()
         .map(|(v, _, _)| v.clone())
@@ -832,7 +843,16 @@ async fn reconcile_in_span(
             Ok((mut target, _, headers)) => {
                 let view = relay_view_result.as_ref().ok();
                 let from = view.map(|v| v.default_sender.clone());
-                let (_, reply_to) = effective_addresses(spec, view);
+                // Replies go to the relay's side, never to an address the requester
+                // chose: a requester's replyTo would let them phish the code.
+                let reply_to = view
+                    .and_then(|v| {
+                        v.no_reply
+                            .clone()
+                            .or_else(|| Some(v.default_sender.clone()))
+                    })
+                    .map(|m| m.address)
+                    .unwrap_or_default();
                 let link = confirm_ctx
                     .base_url
                     .as_deref()
@@ -849,7 +869,6 @@ async fn reconcile_in_span(
                         address: reply_to,
                     },
                     address: &spec.address,
-                    display_name: spec.display_name.as_deref(),
                     identity: &identity_label,
                     attempt_id: p.confirmation.attempt_id.as_deref().unwrap_or(""),
                     link,
@@ -923,7 +942,7 @@ async fn reconcile_in_span(
         }
     };
 
-    let status = next_status(
+    let mut status = next_status(
         spec,
         identity.metadata.generation,
         current.status.as_ref(),
@@ -933,7 +952,37 @@ async fn reconcile_in_span(
         Timestamp::now(),
     );
     if Some(&status) != current.status.as_ref() {
-        write_identity_status(&ctx, &current, &status).await?;
+        let mut written = write_identity_status(&ctx, &current, &status).await;
+        // The mail has left: if the object changed meanwhile (a label, another
+        // writer), record the send on the fresh object rather than retrying the
+        // reconcile, which would mint and mail a new attempt and void this one.
+        for _ in 0..3 {
+            if !(p.send && matches!(written, Err(Error::Conflict))) {
+                break;
+            }
+            let api: Api<SenderIdentity> = Api::namespaced(ctx.client.clone(), &namespace);
+            let latest = api.get(&name).await.map_err(Error::Status)?;
+            let same_attempt = latest
+                .status
+                .as_ref()
+                .and_then(|s| s.confirmation.as_ref())
+                .and_then(|c| c.attempt_id.as_deref())
+                == p.confirmation.attempt_id.as_deref();
+            if !same_attempt {
+                break;
+            }
+            status = next_status(
+                &latest.spec,
+                latest.metadata.generation,
+                latest.status.as_ref(),
+                &relay_view_result,
+                &p,
+                &secret_state,
+                Timestamp::now(),
+            );
+            written = write_identity_status(&ctx, &latest, &status).await;
+        }
+        written?;
     }
     if p.code.is_some() {
         remove_annotation(&ctx, &namespace, &name, CODE_ANNOTATION).await?;
@@ -1033,14 +1082,31 @@ async fn write_connection_secret(
         .into_iter()
         .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
         .collect();
-    if let Ok(Some(existing)) = api.get_opt(name).await
-        && existing.data.as_ref() == Some(&bytes)
-    {
-        return Ok(());
-    }
     let owner = identity
         .controller_owner_ref(&())
         .ok_or_else(|| "the identity has no uid yet".to_string())?;
+    match api.get_opt(name).await {
+        Ok(Some(existing)) => {
+            // Never take over a Secret this identity does not own: it could be any
+            // application's, and it would be garbage-collected with the identity.
+            let ours = existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == owner.uid && o.controller == Some(true));
+            if !ours {
+                return Err(format!(
+                    "Secret {namespace}/{name} already exists and is not owned by this identity; choose another name"
+                ));
+            }
+            if existing.data.as_ref() == Some(&bytes) {
+                return Ok(());
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Err(stable_error("reading", namespace, name, &e)),
+    }
     let secret = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -1060,8 +1126,21 @@ async fn write_connection_secret(
             kube::Error::Api(s) if s.code == 403 => format!(
                 "the operator may not write Secrets in namespace {namespace} (chart value connectionSecrets.namespaces)"
             ),
-            e => format!("writing Secret {namespace}/{name}: {e}"),
+            e => stable_error("writing", namespace, name, &e),
         })
+}
+
+/// An error message that does not change from one attempt to the next (no request
+/// ids or addresses), so that writing it to status does not trigger another
+/// reconcile that writes a different one.
+fn stable_error(doing: &str, namespace: &str, name: &str, e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!(
+            "{doing} Secret {namespace}/{name}: {} ({})",
+            s.reason, s.code
+        ),
+        _ => format!("{doing} Secret {namespace}/{name}: the API server could not be reached"),
+    }
 }
 
 pub fn error_policy(_identity: Arc<SenderIdentity>, error: &Error, _ctx: Arc<Context>) -> Action {

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
+    /// Paths whose next status write is followed at once by someone else's change
+    /// (a label), to exercise resourceVersion conflicts.
+    meddle: Vec<String>,
     version: u64,
     writes: Vec<(String, String)>,
     requests: Vec<Call>,
@@ -163,6 +166,16 @@ impl FakeApi {
     /// (method, path) of every write so far.
     pub fn writes(&self) -> Vec<(String, String)> {
         self.state.lock().expect("lock").writes.clone()
+    }
+
+    /// After the next status write to `path`, change the object (as another client
+    /// would), so that a write based on the previous version conflicts.
+    pub fn meddle_after_status_write(&self, path: &str) {
+        self.state
+            .lock()
+            .expect("lock")
+            .meddle
+            .push(path.to_string());
     }
 
     /// Every request so far, reads included.
@@ -371,7 +384,16 @@ impl FakeApi {
                 if obj["metadata"].get("uid").is_none() {
                     obj["metadata"]["uid"] = json!(format!("uid-{}", s.version));
                 }
-                s.objects.insert(item, obj.clone());
+                s.objects.insert(item.clone(), obj.clone());
+                if sub && let Some(i) = s.meddle.iter().position(|p| *p == item) {
+                    s.meddle.remove(i);
+                    s.version += 1;
+                    let version = s.version.to_string();
+                    if let Some(o) = s.objects.get_mut(&item) {
+                        o["metadata"]["labels"]["meddled"] = json!("yes");
+                        o["metadata"]["resourceVersion"] = json!(version);
+                    }
+                }
                 (StatusCode::OK, obj)
             }
             Method::PUT => {
