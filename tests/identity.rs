@@ -539,6 +539,52 @@ async fn the_connection_secret_appears_only_when_ready_and_follows_rotation() {
     // Status and events never carry the password.
     let everything = format!("{:?}", env.fake.get(&identity_path(&name)));
     assert!(!everything.contains(support::ROTATED_PASSWORD));
+
+    // Renamed: the old copy of the credentials is withdrawn, the new one written.
+    let renamed = format!("/api/v1/namespaces/{NS}/secrets/{name}-mail");
+    env.edit(&name, |o| {
+        o["spec"]["writeConnectionSecretToRef"]["name"] = json!(format!("{name}-mail"));
+    });
+    env.reconcile(&name).await;
+    assert!(
+        env.fake.get(&secret_path).is_none(),
+        "the old Secret is withdrawn"
+    );
+    assert!(env.fake.get(&renamed).is_some());
+    // A new address is not confirmed: its credentials are withdrawn too.
+    env.edit(&name, |o| {
+        o["spec"]["address"] = json!(format!("{name}-2@example.test"))
+    });
+    env.reconcile(&name).await;
+    assert!(
+        env.fake.get(&renamed).is_none(),
+        "withdrawn until the new address is confirmed"
+    );
+    assert_eq!(env.condition(&name, "ConnectionSecretReady").0, "False");
+}
+
+#[tokio::test]
+async fn a_secret_the_identity_does_not_own_is_never_taken_over() {
+    let env = env(None);
+    let name = unique("takeover");
+    let victim = format!("/api/v1/namespaces/{NS}/secrets/app-db");
+    env.fake.put(
+        &victim,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-db", "namespace": NS},
+               "data": {"password": b64("database")}}),
+    );
+    let mut spec = identity_spec(&format!("{name}@example.test"), "en");
+    spec["confirmation"]["required"] = json!(false);
+    spec["writeConnectionSecretToRef"] = json!({"name": "app-db"});
+    env.create_identity(&name, spec);
+    env.reconcile(&name).await;
+    assert_eq!(
+        env.condition(&name, "ConnectionSecretReady"),
+        ("False".into(), "SecretWriteFailed".into())
+    );
+    let after = env.fake.get(&victim).expect("still there");
+    assert_eq!(after["data"], json!({"password": b64("database")}));
+    assert!(after["metadata"].get("ownerReferences").is_none());
 }
 
 #[tokio::test]

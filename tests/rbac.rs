@@ -194,6 +194,21 @@ fn world(fake: &FakeApi) {
                  "relayRef": {"kind": "SmtpRelay", "name": "ready"},
                  "writeConnectionSecretToRef": {"name": "publish-smtp"}}}),
     );
+    // Published earlier under another name: withdrawn (deleted) and written anew.
+    fake.put(
+        &format!("{ids}/renamed"),
+        json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
+        "metadata": {"name": "renamed", "namespace": TEAM},
+        "spec": {"address": "renamed@example.test", "confirmation": {"required": false},
+                 "relayRef": {"kind": "SmtpRelay", "name": "ready"},
+                 "writeConnectionSecretToRef": {"name": "renamed-new"}},
+        "status": {"connectionSecret": "renamed-old"}}),
+    );
+    let uid = fake.get(&format!("{ids}/renamed")).expect("identity")["metadata"]["uid"].clone();
+    fake.put(&format!("/api/v1/namespaces/{TEAM}/secrets/renamed-old"), json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "renamed-old", "namespace": TEAM, "ownerReferences": [{"apiVersion": "smtprelay.io/v1alpha1",
+            "kind": "SenderIdentity", "name": "renamed", "uid": uid, "controller": true}]},
+        "data": {"password": b64("old")}}));
     fake.put(
         &format!("{ids}/by-default"),
         json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
@@ -251,6 +266,9 @@ async fn exercise(fake: &FakeApi) {
             let done = fake
                 .get(&format!("/api/v1/namespaces/{TEAM}/secrets/publish-smtp"))
                 .is_some()
+                && fake
+                    .get(&format!("/api/v1/namespaces/{TEAM}/secrets/renamed-old"))
+                    .is_none()
                 && fake
                     .get(&format!(
                         "/apis/smtprelay.io/v1alpha1/namespaces/{TEAM}/smtprelays/fresh"

@@ -438,11 +438,14 @@ pub async fn run(
         .watches(
             cluster_relays,
             watcher::Config::default(),
-            move |_changed| {
+            move |changed: ClusterSmtpRelay| {
+                // The changed relay has its own reconcile; re-queueing it here would
+                // run it again from a cache that may not have caught up yet.
+                let changed = changed.name_any();
                 claimers
                     .state()
                     .into_iter()
-                    .filter(|r| r.spec.default)
+                    .filter(|r| r.spec.default && r.name_any() != changed)
                     .map(|r| ObjectRef::from_obj(&*r))
                     .collect::<Vec<_>>()
             },

@@ -589,6 +589,32 @@ pub fn next_status(
     }
 }
 
+/// The published connection Secret to withdraw, if any (pure): it was renamed or is
+/// no longer wanted, the address is no longer confirmed, or the relay no longer
+/// allows this namespace or publishing. A relay that is merely not Ready keeps it,
+/// so applications are not broken by a passing relay failure.
+pub fn revoked_secret<'a>(
+    published: Option<&'a str>,
+    wanted: Option<&str>,
+    confirmation: ConfirmationState,
+    publishing_allowed: &Result<bool, &str>,
+) -> Option<&'a str> {
+    let published = published?;
+    let gone = wanted != Some(published);
+    let unconfirmed = !matches!(
+        confirmation,
+        ConfirmationState::Confirmed | ConfirmationState::NotRequired
+    );
+    let disallowed = match publishing_allowed {
+        Ok(allowed) => !allowed,
+        Err(reason) => matches!(
+            *reason,
+            "NamespaceNotAllowed" | "RelayNotFound" | "NoDefaultRelay"
+        ),
+    };
+    (gone || unconfirmed || disallowed).then_some(published)
+}
+
 /// Keys of the connection Secret.
 pub fn connection_data(
     spec: &SenderIdentitySpec,
@@ -899,6 +925,31 @@ async fn reconcile_in_span(
         }
     }
 
+    // Credentials published earlier that must not stay where they are.
+    let published = identity
+        .status
+        .as_ref()
+        .and_then(|s| s.connection_secret.as_deref());
+    let revoke = revoked_secret(
+        published,
+        spec.write_connection_secret_to_ref
+            .as_ref()
+            .map(|r| r.name.as_str()),
+        p.confirmation.state,
+        &observed
+            .as_ref()
+            .map(|(v, _, _)| v.publishing_allowed)
+            .map_err(|e| e.0),
+    );
+    let mut pending_secret = pending_secret;
+    if let Some(stale) = revoke {
+        delete_connection_secret(&ctx, &identity, &namespace, stale).await?;
+        tracing::info!(secret = stale, "connection Secret withdrawn");
+        if matches!(&pending_secret, SecretState::Written(n) if n == stale) {
+            pending_secret = SecretState::Waiting;
+        }
+    }
+
     // Connection Secret, once usable.
     let secret_state = if !secret_wanted {
         SecretState::NotRequested
@@ -1128,6 +1179,41 @@ async fn write_connection_secret(
             ),
             e => stable_error("writing", namespace, name, &e),
         })
+}
+
+/// Delete a connection Secret this identity owns (and nothing else).
+async fn delete_connection_secret(
+    ctx: &Context,
+    identity: &SenderIdentity,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let uid = identity.uid().unwrap_or_default();
+    let Some(existing) = api.get_opt(name).await.map_err(Error::Status)? else {
+        return Ok(());
+    };
+    let ours = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true));
+    if !ours {
+        return Ok(());
+    }
+    let params = kube::api::DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: existing.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Status(e)),
+    }
 }
 
 /// An error message that does not change from one attempt to the next (no request
@@ -1593,6 +1679,56 @@ mod tests {
         assert_eq!(
             ready(SecretState::Waiting).map(|r| r.0),
             Some(ConditionStatus::False)
+        );
+    }
+
+    #[test]
+    fn published_credentials_are_withdrawn_when_they_must_be() {
+        use ConfirmationState::{Confirmed, Expired, NotRequired, Pending};
+        let ok: Result<bool, &str> = Ok(true);
+        assert_eq!(
+            revoked_secret(None, Some("a"), Pending, &ok),
+            None,
+            "nothing published"
+        );
+        assert_eq!(revoked_secret(Some("a"), Some("a"), Confirmed, &ok), None);
+        assert_eq!(revoked_secret(Some("a"), Some("a"), NotRequired, &ok), None);
+        assert_eq!(
+            revoked_secret(Some("a"), Some("b"), Confirmed, &ok),
+            Some("a"),
+            "renamed"
+        );
+        assert_eq!(
+            revoked_secret(Some("a"), None, Confirmed, &ok),
+            Some("a"),
+            "no longer wanted"
+        );
+        assert_eq!(
+            revoked_secret(Some("a"), Some("a"), Pending, &ok),
+            Some("a"),
+            "address changed"
+        );
+        assert_eq!(
+            revoked_secret(Some("a"), Some("a"), Expired, &ok),
+            Some("a")
+        );
+        assert_eq!(
+            revoked_secret(Some("a"), Some("a"), Confirmed, &Ok(false)),
+            Some("a"),
+            "publishing turned off"
+        );
+        assert_eq!(
+            revoked_secret(Some("a"), Some("a"), Confirmed, &Err("NamespaceNotAllowed")),
+            Some("a")
+        );
+        assert_eq!(
+            revoked_secret(Some("a"), Some("a"), Confirmed, &Err("RelayNotFound")),
+            Some("a")
+        );
+        assert_eq!(
+            revoked_secret(Some("a"), Some("a"), Confirmed, &Err("RelayNotReady")),
+            None,
+            "a passing failure keeps it"
         );
     }
 

@@ -412,6 +412,10 @@ impl FakeApi {
                 s.objects.insert(item, obj.clone());
                 (StatusCode::OK, obj)
             }
+            Method::DELETE => match s.objects.remove(&item) {
+                Some(o) => (StatusCode::OK, o),
+                None => (StatusCode::NOT_FOUND, status(404, "NotFound", "not found")),
+            },
             _ => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 status(405, "MethodNotAllowed", "unsupported"),
