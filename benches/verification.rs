@@ -330,6 +330,7 @@ fn identity_bench(now: jiff::Timestamp) {
             name: None,
         },
         publishing_allowed: true,
+        unconfirmed_allowed: true,
     });
     let specs: Vec<SenderIdentitySpec> = (0..10_000)
         .map(|i| SenderIdentitySpec {
@@ -364,6 +365,7 @@ fn identity_bench(now: jiff::Timestamp) {
                 key: &key,
                 fresh: &fresh,
                 now,
+                address_sends_today: 0,
             };
             let mut p = plan(&f);
             if p.send {

@@ -354,6 +354,11 @@ pub struct ClusterSmtpRelaySpec {
     /// a connection Secret. Off by default because it copies credentials across namespaces.
     #[serde(default)]
     pub allow_credential_publishing: bool,
+    /// Let SenderIdentities skip the owner's confirmation (confirmation.required: false).
+    /// Off by default: otherwise anyone who can create an identity could send as any
+    /// address without its owner's consent.
+    #[serde(default)]
+    pub allow_unconfirmed_senders: bool,
 }
 
 /// Observed state of a relay, written by the operator.

@@ -75,6 +75,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Confirmation settings; None runs relays only.
     pub confirmation: Option<ConfirmContext>,
+    /// Confirmation mails per address, across identities (bounds resends).
+    pub sends: sender_identity::SendLog,
 }
 
 /// The controllers' caches, for gauges computed at scrape time.
@@ -378,6 +380,7 @@ pub async fn run(
         cluster_relays: cluster_store.clone(),
     });
     let ctx = Arc::new(Context {
+        sends: Default::default(),
         metrics,
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),

@@ -42,6 +42,38 @@ pub mod conditions {
     pub const CONNECTION_SECRET_READY: &str = "ConnectionSecretReady";
 }
 
+/// Confirmation mails sent per address in the last 24 hours, in the leader's memory.
+#[derive(Debug, Default)]
+pub struct SendLog(std::sync::Mutex<BTreeMap<String, Vec<Timestamp>>>);
+
+impl SendLog {
+    fn with<T>(
+        &self,
+        now: Timestamp,
+        f: impl FnOnce(&mut BTreeMap<String, Vec<Timestamp>>) -> T,
+    ) -> T {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let day_ago = now - jiff::SignedDuration::from_hours(24);
+        map.retain(|_, times| {
+            times.retain(|t| *t > day_ago);
+            !times.is_empty()
+        });
+        f(&mut map)
+    }
+
+    pub fn count(&self, address: &str, now: Timestamp) -> usize {
+        self.with(now, |m| {
+            m.get(&address.to_ascii_lowercase()).map_or(0, Vec::len)
+        })
+    }
+
+    pub fn record(&self, address: &str, now: Timestamp) {
+        self.with(now, |m| {
+            m.entry(address.to_ascii_lowercase()).or_default().push(now)
+        });
+    }
+}
+
 /// What the identity needs to know about its relay.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayView {
@@ -55,6 +87,9 @@ pub struct RelayView {
     pub no_reply: Option<MailboxSpec>,
     pub default_sender: MailboxSpec,
     pub publishing_allowed: bool,
+    /// May identities on this relay skip confirmation? (Always for a namespaced
+    /// SmtpRelay, whose owner is the identity's namespace; ClusterSmtpRelays opt in.)
+    pub unconfirmed_allowed: bool,
 }
 
 /// Build the view of a relay from its spec and status.
@@ -64,6 +99,7 @@ pub fn relay_view(
     spec: &SmtpRelaySpec,
     status: Option<&SmtpRelayStatus>,
     publishing_allowed: bool,
+    unconfirmed_allowed: bool,
 ) -> RelayView {
     let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == types::READY));
     let not_ready = match ready {
@@ -83,6 +119,7 @@ pub fn relay_view(
         no_reply: spec.no_reply.clone(),
         default_sender: spec.default_sender.clone(),
         publishing_allowed,
+        unconfirmed_allowed,
     }
 }
 
@@ -121,6 +158,10 @@ pub struct Facts<'a> {
     /// Secrets for a new attempt, used only if one is decided.
     pub fresh: &'a Secrets,
     pub now: Timestamp,
+    /// Confirmation mails this operator sent to this address in the last 24 hours,
+    /// whatever object asked (deleting and recreating an identity resets its status,
+    /// not this).
+    pub address_sends_today: usize,
 }
 
 /// The confirmation decided for this reconcile.
@@ -183,7 +224,9 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         code: None,
         held_back: None,
     };
-    if !f.spec.confirmation.required {
+    // Skipping confirmation is the relay's decision as much as the requester's.
+    let may_skip = f.relay.as_ref().is_ok_and(|r| r.unconfirmed_allowed);
+    if !f.spec.confirmation.required && may_skip {
         // A code is meaningless here; it is still taken off the object.
         out.code = f.code_annotation.map(|_| Err(Refusal::NoAttempt));
         out.confirmation = ConfirmationStatus {
@@ -245,7 +288,7 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         .as_ref()
         .is_ok_and(|r| unserved_usage(&f.spec.usage, &r.usage).is_empty());
     if wants_new && relay_ready && usage_ok {
-        if c.recent_attempts.len() >= MAX_ATTEMPTS_PER_DAY {
+        if c.recent_attempts.len().max(f.address_sends_today) >= MAX_ATTEMPTS_PER_DAY {
             out.held_back = Some(format!(
                 "{MAX_ATTEMPTS_PER_DAY} confirmation mails were sent in the last 24 hours; try again later"
             ));
@@ -684,6 +727,7 @@ async fn observe_relay(
                 &relay.spec,
                 relay.status.as_ref(),
                 true,
+                true,
             );
             Ok((view, Some(relay), None))
         }
@@ -736,6 +780,7 @@ async fn observe_relay(
                 &cluster.spec.relay,
                 cluster.status.as_ref(),
                 cluster.spec.allow_credential_publishing,
+                cluster.spec.allow_unconfirmed_senders,
             );
             Ok((view, None, Some(cluster)))
         }
@@ -833,6 +878,7 @@ async fn reconcile_in_span(
         key: &confirm_ctx.key,
         fresh: &fresh,
         now,
+        address_sends_today: ctx.sends.count(&spec.address, now),
     };
     let mut p = plan(&facts);
     let mut current: SenderIdentity = (*identity).clone();
@@ -917,6 +963,7 @@ async fn reconcile_in_span(
             },
         };
         p.confirmation = after_send(&p.confirmation, &outcome, Timestamp::now());
+        ctx.sends.record(&spec.address, Timestamp::now());
         if outcome.succeeded() {
             ctx.metrics.confirmation_mails_sent.inc();
             tracing::info!(attempt = ?p.confirmation.attempt_id, "confirmation mail sent");
@@ -1289,6 +1336,7 @@ mod tests {
                 name: Some("ACME".into()),
             },
             publishing_allowed: true,
+            unconfirmed_allowed: true,
         })
     }
 
@@ -1333,6 +1381,7 @@ mod tests {
                 key: &self.key,
                 fresh: &fresh,
                 now: ts(now),
+                address_sends_today: 0,
             };
             let mut p = plan(&f);
             if p.send {
@@ -1505,6 +1554,7 @@ mod tests {
             key: &w.key,
             fresh: &fresh,
             now: ts("2026-01-01T00:00:00Z"),
+            address_sends_today: 0,
         };
         let p = plan(&f);
         assert!(p.send);
@@ -1643,6 +1693,56 @@ mod tests {
         assert_eq!(effective_addresses(&w.spec, None).1, "team@example.test");
         w.spec.reply_to = None;
         assert_eq!(effective_addresses(&w.spec, None).1, "sales@example.test");
+    }
+
+    #[test]
+    fn a_cluster_relay_decides_whether_confirmation_may_be_skipped() {
+        let mut w = World::new();
+        w.spec.confirmation.required = false;
+        if let Ok(r) = w.relay.as_mut() {
+            r.kind = RelayKindRef::ClusterSmtpRelay;
+            r.unconfirmed_allowed = false;
+        }
+        let (p, _) = w.step("2026-01-01T00:00:00Z", None, None, true);
+        assert!(p.send, "the relay does not allow unconfirmed senders");
+        assert_eq!(w.state(), ConfirmationState::Pending);
+        if let Ok(r) = w.relay.as_mut() {
+            r.unconfirmed_allowed = true;
+        }
+        w.step("2026-01-01T00:01:00Z", None, None, true);
+        assert_eq!(w.state(), ConfirmationState::NotRequired);
+    }
+
+    #[test]
+    fn recreating_an_identity_does_not_reset_the_daily_bound() {
+        let w = World::new();
+        let fresh = Secrets::generate();
+        let f = Facts {
+            generation: Some(1),
+            spec: &w.spec,
+            status: None,
+            relay: &w.relay,
+            code_annotation: None,
+            resend_annotation: None,
+            page_url: None,
+            key: &w.key,
+            fresh: &fresh,
+            now: ts("2026-01-01T00:00:00Z"),
+            address_sends_today: MAX_ATTEMPTS_PER_DAY,
+        };
+        let p = plan(&f);
+        assert!(!p.send);
+        assert!(p.held_back.is_some());
+    }
+
+    #[test]
+    fn the_send_log_forgets_after_a_day() {
+        let log = SendLog::default();
+        log.record("A@example.test", ts("2026-01-01T00:00:00Z"));
+        log.record("a@example.test", ts("2026-01-01T12:00:00Z"));
+        assert_eq!(log.count("a@EXAMPLE.test", ts("2026-01-01T13:00:00Z")), 2);
+        assert_eq!(log.count("a@example.test", ts("2026-01-02T06:00:00Z")), 1);
+        assert_eq!(log.count("a@example.test", ts("2026-01-03T00:00:00Z")), 0);
     }
 
     #[test]

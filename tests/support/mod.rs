@@ -139,6 +139,7 @@ pub fn context(
         relays,
         metrics: std::sync::Arc::new(smtp_relay_operator::metrics::Metrics::new()),
         confirmation,
+        sends: Default::default(),
     })
 }
 
