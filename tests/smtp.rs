@@ -89,19 +89,7 @@ async fn starttls_with_auth_plain_delivers_with_from_name_reply_to_fallback_and_
     assert_eq!(o.server.tls_version.as_deref(), Some("TLSv1.3"));
     assert!(o.server.certificate_not_after.is_some());
     assert!(o.server.auth_mechanisms.iter().any(|m| m == "PLAIN"));
-    for step in [
-        Step::Dns,
-        Step::Connect,
-        Step::Greeting,
-        Step::Ehlo,
-        Step::StartTls,
-        Step::Tls,
-        Step::Auth,
-        Step::Mail,
-        Step::Rcpt,
-        Step::Data,
-        Step::Quit,
-    ] {
+    for step in Step::ALL {
         assert!(o.passed(step), "step {step} missing: {:?}", o.steps);
     }
     let id = o.message_id.clone().expect("message id");

@@ -74,6 +74,10 @@ pub fn router(state: Arc<ConfirmState>) -> Router {
             "/confirm/{namespace}/{name}/{token}",
             get(show).post(confirm),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            rate_limit,
+        ))
         .with_state(state)
         // Links carry a token: keep pages out of caches and Referer headers.
         .layer(axum::middleware::map_response(
@@ -133,18 +137,25 @@ fn too_many() -> Response {
         .into_response()
 }
 
-async fn landing(
-    State(st): State<Arc<ConfirmState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    if !st.limiter.allow(peer.ip()) {
-        return too_many();
-    }
+async fn landing() -> Response {
     page(
         "Confirm a sender address",
         "<p>Open the link from the confirmation mail to confirm the address.</p>",
     )
     .into_response()
+}
+
+/// Every request counts against the rate limits, before any work is done.
+async fn rate_limit(
+    State(st): State<Arc<ConfirmState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !st.limiter.allow(peer.ip()) {
+        return too_many();
+    }
+    next.run(request).await
 }
 
 /// Path segments that can be a namespace, an object name and a token; anything else
@@ -191,12 +202,8 @@ async fn lookup(
 
 async fn show(
     State(st): State<Arc<ConfirmState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((namespace, name, token)): Path<(String, String, String)>,
 ) -> Response {
-    if !st.limiter.allow(peer.ip()) {
-        return too_many();
-    }
     let Some(identity) = lookup(&st, &namespace, &name, &token).await else {
         return refused();
     };
@@ -227,12 +234,8 @@ async fn show(
 
 async fn confirm(
     State(st): State<Arc<ConfirmState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((namespace, name, token)): Path<(String, String, String)>,
 ) -> Response {
-    if !st.limiter.allow(peer.ip()) {
-        return too_many();
-    }
     // Read, check, write with the read resourceVersion as a precondition; a concurrent
     // change makes the write fail and we check again against the new state.
     for _ in 0..3 {

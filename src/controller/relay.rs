@@ -1012,24 +1012,10 @@ mod tests {
         }
     }
 
-    const ALL_STEPS: [Step; 11] = [
-        Step::Dns,
-        Step::Connect,
-        Step::Greeting,
-        Step::Ehlo,
-        Step::StartTls,
-        Step::Tls,
-        Step::Auth,
-        Step::Mail,
-        Step::Rcpt,
-        Step::Data,
-        Step::Quit,
-    ];
-
     /// An outcome where every step up to `fail_at` passed and `fail_at` failed.
     fn outcome(fail_at: Option<(Step, FailureReason)>) -> Outcome {
         let mut steps = Vec::new();
-        for s in ALL_STEPS {
+        for s in Step::ALL {
             steps.push((s, Duration::from_millis(1)));
             if fail_at.is_some_and(|(f, _)| f == s) {
                 break;

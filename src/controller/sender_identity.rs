@@ -1361,6 +1361,23 @@ mod tests {
             }
         }
 
+        /// What a reconcile observes, with no annotations.
+        fn facts<'a>(&'a self, fresh: &'a Secrets, now: &str, sends: usize) -> Facts<'a> {
+            Facts {
+                generation: Some(1),
+                spec: &self.spec,
+                status: self.status.as_ref(),
+                relay: &self.relay,
+                code_annotation: None,
+                resend_annotation: None,
+                page_url: None,
+                key: &self.key,
+                fresh,
+                now: ts(now),
+                address_sends_today: sends,
+            }
+        }
+
         /// One reconcile's decision; the status is kept as if written.
         fn step(
             &mut self,
@@ -1370,19 +1387,10 @@ mod tests {
             send_ok: bool,
         ) -> (Plan, Secrets) {
             let fresh = Secrets::generate();
-            let f = Facts {
-                generation: Some(1),
-                spec: &self.spec,
-                status: self.status.as_ref(),
-                relay: &self.relay,
-                code_annotation: code,
-                resend_annotation: resend,
-                page_url: Some("https://c.example.test/confirm/team/sales".into()),
-                key: &self.key,
-                fresh: &fresh,
-                now: ts(now),
-                address_sends_today: 0,
-            };
+            let mut f = self.facts(&fresh, now, 0);
+            f.code_annotation = code;
+            f.resend_annotation = resend;
+            f.page_url = Some("https://c.example.test/confirm/team/sales".into());
             let mut p = plan(&f);
             if p.send {
                 let outcome = if send_ok {
@@ -1543,20 +1551,7 @@ mod tests {
     fn a_crash_between_persisting_and_sending_never_sends_an_attempt_twice() {
         let mut w = World::new();
         let fresh = Secrets::generate();
-        let f = Facts {
-            generation: Some(1),
-            spec: &w.spec,
-            status: None,
-            relay: &w.relay,
-            code_annotation: None,
-            resend_annotation: None,
-            page_url: None,
-            key: &w.key,
-            fresh: &fresh,
-            now: ts("2026-01-01T00:00:00Z"),
-            address_sends_today: 0,
-        };
-        let p = plan(&f);
+        let p = plan(&w.facts(&fresh, "2026-01-01T00:00:00Z", 0));
         assert!(p.send);
         // Persisted, then the process died before sending.
         w.status = Some(next_status(
@@ -1717,20 +1712,7 @@ mod tests {
     fn recreating_an_identity_does_not_reset_the_daily_bound() {
         let w = World::new();
         let fresh = Secrets::generate();
-        let f = Facts {
-            generation: Some(1),
-            spec: &w.spec,
-            status: None,
-            relay: &w.relay,
-            code_annotation: None,
-            resend_annotation: None,
-            page_url: None,
-            key: &w.key,
-            fresh: &fresh,
-            now: ts("2026-01-01T00:00:00Z"),
-            address_sends_today: MAX_ATTEMPTS_PER_DAY,
-        };
-        let p = plan(&f);
+        let p = plan(&w.facts(&fresh, "2026-01-01T00:00:00Z", MAX_ATTEMPTS_PER_DAY));
         assert!(!p.send);
         assert!(p.held_back.is_some());
     }

@@ -116,6 +116,21 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in session order (EHLO may happen twice, around STARTTLS).
+    pub const ALL: [Step; 11] = [
+        Step::Dns,
+        Step::Connect,
+        Step::Greeting,
+        Step::Ehlo,
+        Step::StartTls,
+        Step::Tls,
+        Step::Auth,
+        Step::Mail,
+        Step::Rcpt,
+        Step::Data,
+        Step::Quit,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Step::Dns => "dns",
