@@ -50,6 +50,10 @@ enum Command {
         /// Secret in --namespace holding the confirmation key (created if absent).
         #[arg(long, default_value = "smtp-relay-operator-confirmation-key")]
         confirmation_key_secret: String,
+        /// CIDRs of proxies in front of the confirmation endpoint (comma-separated);
+        /// their X-Forwarded-For names the client the rate limit counts.
+        #[arg(long, value_delimiter = ',')]
+        trusted_proxies: Vec<smtp_relay_operator::confirm::server::Cidr>,
         /// Take a coordination.k8s.io Lease before acting (for replicas > 1).
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         leader_election: bool,
@@ -117,6 +121,7 @@ async fn main() -> ExitCode {
             confirmation_addr,
             confirmation_base_url,
             confirmation_key_secret,
+            trusted_proxies,
             leader_election,
             lease_name,
             shutdown_timeout,
@@ -142,6 +147,7 @@ async fn main() -> ExitCode {
                 confirmation_addr,
                 confirmation_base_url: confirmation_base_url.filter(|u| !u.is_empty()),
                 confirmation_key_secret,
+                trusted_proxies,
                 leader_election,
                 lease_name,
                 identity,

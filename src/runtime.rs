@@ -22,6 +22,8 @@ pub struct RunOptions {
     pub confirmation_base_url: Option<String>,
     /// Secret (in the operator namespace) holding the confirmation key.
     pub confirmation_key_secret: String,
+    /// Proxies whose X-Forwarded-For is trusted by the endpoint's rate limit.
+    pub trusted_proxies: Vec<crate::confirm::server::Cidr>,
     pub leader_election: bool,
     pub lease_name: String,
     pub identity: String,
@@ -143,6 +145,7 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
             client: client.clone(),
             key: key.clone(),
             limiter: crate::confirm::server::RateLimiter::new(20, 600, Duration::from_secs(60)),
+            trusted_proxies: opts.trusted_proxies.clone(),
             metrics: Arc::clone(&metrics),
         }));
     tokio::spawn(async move {

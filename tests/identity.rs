@@ -161,6 +161,7 @@ impl Env {
             key: self.key.clone(),
             limiter: confirm::server::RateLimiter::new(1000, 1000, Duration::from_secs(60)),
             metrics: Arc::clone(&self.ctx.metrics),
+            trusted_proxies: vec![],
         });
         let app = confirm::server::router(state)
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));

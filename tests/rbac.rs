@@ -307,6 +307,7 @@ async fn exercise(fake: &FakeApi) {
             Duration::from_secs(60),
         ),
         metrics: Arc::new(Metrics::new()),
+        trusted_proxies: vec![],
     });
     let app = smtp_relay_operator::confirm::server::router(state)
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));

@@ -65,6 +65,72 @@ pub struct ConfirmState {
     pub key: ConfirmKey,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
+    /// Proxies whose X-Forwarded-For names the real client (the Ingress controller).
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// An IP network, e.g. 10.0.0.0/8 or fd00::/8.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .trim()
+            .split_once('/')
+            .ok_or(format!("{s:?}: expected ADDRESS/PREFIX"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or(format!("{s:?}: prefix must be 0-{max}"))?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| -> (u128, u8) {
+            match a {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+                IpAddr::V6(v6) => (u128::from(v6), 128),
+            }
+        };
+        let ((net, width), (host, host_width)) = (bits(self.addr), bits(ip));
+        if width != host_width {
+            return false;
+        }
+        let shift = u32::from(width - self.prefix);
+        self.prefix == 0 || net.checked_shr(shift) == host.checked_shr(shift)
+    }
+}
+
+/// The client a request is counted against: the TCP peer, or, when the peer is a
+/// trusted proxy, the rightmost address in X-Forwarded-For that is not one.
+pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = forwarded_for
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .copied()
+        .find(|ip| !is_trusted(*ip))
+        .or(hops.first().copied())
+        .unwrap_or(peer)
 }
 
 pub fn router(state: Arc<ConfirmState>) -> Router {
@@ -152,7 +218,14 @@ async fn rate_limit(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if !st.limiter.allow(peer.ip()) {
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    if !st
+        .limiter
+        .allow(client_ip(peer.ip(), forwarded, &st.trusted_proxies))
+    {
         return too_many();
     }
     next.run(request).await
@@ -336,6 +409,42 @@ mod tests {
         assert!(!plausible("Team", "sales", "t"));
         assert!(!plausible("team", "sales", &"t".repeat(65)));
         assert!(!plausible("team", "sales", "tok en"));
+    }
+
+    #[test]
+    fn the_client_behind_a_trusted_proxy_is_counted() {
+        let trusted: Vec<Cidr> = vec![
+            "10.0.0.0/8".parse().expect("cidr"),
+            "fd00::/8".parse().expect("cidr"),
+        ];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            client_ip(ip("203.0.113.9"), Some("198.51.100.1"), &trusted),
+            ip("203.0.113.9"),
+            "untrusted peer: XFF ignored"
+        );
+        assert_eq!(
+            client_ip(ip("10.1.2.3"), Some("198.51.100.1"), &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(
+                ip("10.1.2.3"),
+                Some("6.6.6.6, 198.51.100.1, 10.9.9.9"),
+                &trusted
+            ),
+            ip("198.51.100.1"),
+            "spoofed left entries ignored"
+        );
+        assert_eq!(client_ip(ip("10.1.2.3"), None, &trusted), ip("10.1.2.3"));
+        assert_eq!(
+            client_ip(ip("fd00::1"), Some("2001:db8::7"), &trusted),
+            ip("2001:db8::7")
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!("nonsense".parse::<Cidr>().is_err());
+        let all: Cidr = "0.0.0.0/0".parse().expect("cidr");
+        assert!(all.contains(ip("8.8.8.8")) && !all.contains(ip("::1")));
     }
 
     #[test]

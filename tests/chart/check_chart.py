@@ -445,6 +445,7 @@ def deployment_full() -> str:
     args = c["args"]
     check("--log-json" in args, "--log-json missing with logFormat json")
     check("--confirmation-base-url=https://confirm.example.com" in args, f"base URL arg missing: {args}")
+    check("--trusted-proxies=10.0.0.0/8,fd00::/8" in args, f"trusted proxies arg missing: {args}")
     check("--sessions-per-host=4" in args, f"sessions-per-host: {args}")
     check(deploy["spec"]["replicas"] == 3, "replicas")
     check(c["image"] == "registry.example.com/mirror/smtp-relay-operator:0.1.0", f"image {c['image']}")
