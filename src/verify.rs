@@ -220,9 +220,17 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
                         .ok_or_else(|| bad(format!("{text_key}.{k}: must be a string")))?;
                     data.insert(k.clone(), s.as_bytes().to_vec());
                 }
+                let labels = meta
+                    .and_then(|m| m.get("labels"))
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect();
                 let fetched = Fetched {
                     data,
                     version: String::new(),
+                    labels,
                 };
                 let key = (namespace, name);
                 if kind == "Secret" {

@@ -136,7 +136,7 @@ async fn secrets_missing_from_the_files_can_come_from_the_cluster() {
     fake.put(
         "/api/v1/namespaces/demo/secrets/harness-credentials",
         serde_json::json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "harness-credentials", "namespace": "demo"},
+            "metadata": {"name": "harness-credentials", "namespace": "demo", "labels": {"smtprelay.io/credentials": "true"}},
             "data": {"username": b64(support::USER), "password": b64(support::PASSWORD)}}),
     );
     let addr = fake.clone().serve().await;

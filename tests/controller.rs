@@ -239,7 +239,7 @@ async fn the_password_never_reaches_status_or_events() {
         send,
         StatusCode::OK,
         json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": "creds", "namespace": "team", "resourceVersion": "77"},
+               "metadata": {"name": "creds", "namespace": "team", "resourceVersion": "77", "labels": {"smtprelay.io/credentials": "true"}},
                "data": {"username": b64(support::USER), "password": b64(wrong)}}),
     );
     let (req, send) = handle.next_request().await.expect("configmap get");
@@ -476,4 +476,50 @@ async fn an_api_server_hiccup_reading_the_secret_changes_nothing() {
     );
     task.await.expect("join").expect("reconcile");
     no_more_requests(&mut handle).await;
+}
+
+#[tokio::test]
+async fn a_secret_not_marked_for_relays_is_never_used() {
+    let (ctx, mut handle) = context();
+    let obj = Arc::new(relay(
+        json!({"host": "127.0.0.1", "port": support::closed_port().port, "tls": {"mode": "None"},
+               "auth": {"credentialsSecretRef": {"name": "app-db", "passwordKey": "dbpass"}},
+               "defaultSender": {"address": "a@example.test"}}),
+        None,
+    ));
+    let task = tokio::spawn(smtp_relay::reconcile(Arc::clone(&obj), Arc::clone(&ctx)));
+    let (req, send) = handle.next_request().await.expect("secret get");
+    assert_eq!(req.uri().path(), "/api/v1/namespaces/team/secrets/app-db");
+    respond(
+        send,
+        StatusCode::OK,
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "app-db", "namespace": "team", "resourceVersion": "3"},
+               "data": {"username": "YQ==", "dbpass": "c2VjcmV0"}}),
+    );
+    let (req, send) = handle.next_request().await.expect("status patch");
+    let patch = body_json(req).await;
+    let status = &patch["status"];
+    assert_eq!(
+        condition(status, "CredentialsResolved")["reason"],
+        "SecretNotLabelled"
+    );
+    assert_eq!(
+        condition(status, "Connected")["status"],
+        "Unknown",
+        "nothing was sent anywhere"
+    );
+    assert!(
+        condition(status, "Ready")["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("smtprelay.io/credentials=true")
+    );
+    respond(
+        send,
+        StatusCode::OK,
+        serde_json::to_value(obj.as_ref()).expect("obj"),
+    );
+    expect_event(&mut handle).await;
+    task.await.expect("join").expect("reconcile");
 }

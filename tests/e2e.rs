@@ -140,7 +140,7 @@ fn b64(s: &str) -> String {
 
 fn secret(ns: &str, name: &str, user: &str, password: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Secret",
-           "metadata": {"name": name, "namespace": ns},
+           "metadata": {"name": name, "namespace": ns, "labels": {"smtprelay.io/credentials": "true"}},
            "type": "Opaque",
            "data": {"username": b64(user), "password": b64(password)}})
 }

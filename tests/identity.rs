@@ -75,7 +75,7 @@ fn env(base_url: Option<&str>) -> Env {
     let fake = FakeApi::default();
     fake.put(
         &format!("/api/v1/namespaces/{NS}/secrets/creds"),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS, "labels": {"smtprelay.io/credentials": "true"}},
                "data": {"username": b64(support::USER), "password": b64(support::PASSWORD)}}),
     );
     fake.put(
@@ -522,7 +522,7 @@ async fn the_connection_secret_appears_only_when_ready_and_follows_rotation() {
     // Rotate the relay's credentials.
     env.fake.put(
         &format!("/api/v1/namespaces/{NS}/secrets/creds"),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS},
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": NS, "labels": {"smtprelay.io/credentials": "true"}},
                "data": {"username": b64(support::ROTATED_USER), "password": b64(support::ROTATED_PASSWORD)}}),
     );
     env.reconcile(&name).await;

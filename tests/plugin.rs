@@ -32,7 +32,7 @@ fn world() -> FakeApi {
     fake.put(
         &format!("/api/v1/namespaces/{NS}/secrets/creds"),
         json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "creds", "namespace": NS},
+        "metadata": {"name": "creds", "namespace": NS, "labels": {"smtprelay.io/credentials": "true"}},
         "data": {"username": b64(support::USER), "password": b64(support::PASSWORD)}}),
     );
     let now = confirm::rfc3339(jiff::Timestamp::now());

@@ -122,7 +122,7 @@ fn world(fake: &FakeApi) {
         fake.put(
             &format!("/api/v1/namespaces/{ns}/secrets/creds"),
             json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "creds", "namespace": ns},
+            "metadata": {"name": "creds", "namespace": ns, "labels": {"smtprelay.io/credentials": "true"}},
             "data": {"username": b64(support::USER), "password": b64(support::PASSWORD)}}),
         );
         fake.put(&format!("/api/v1/namespaces/{ns}/configmaps/harness-ca"), json!({"apiVersion": "v1",

@@ -100,7 +100,9 @@ pub enum AuthMechanismSpec {
     Login,
 }
 
-/// A Secret holding the relay's user name and password.
+/// A Secret holding the relay's user name and password. The Secret must carry the
+/// label smtprelay.io/credentials=true: relays never send a Secret that was not
+/// marked for them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {

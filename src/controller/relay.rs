@@ -42,6 +42,7 @@ pub mod reasons {
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
     pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
+    pub const SECRET_NOT_LABELLED: &str = "SecretNotLabelled";
     pub const CA_BUNDLE_NOT_FOUND: &str = "CaBundleNotFound";
     pub const CA_BUNDLE_INVALID: &str = "CaBundleInvalid";
     pub const INVALID_SPEC: &str = "InvalidSpec";
@@ -58,7 +59,13 @@ pub struct Fetched {
     pub data: BTreeMap<String, Vec<u8>>,
     /// resourceVersion; empty when read from a file.
     pub version: String,
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Label a Secret must carry before relays may send its credentials anywhere: without
+/// it, anyone allowed to create a SmtpRelay could have the operator send any Secret of
+/// the namespace to a host of their choice.
+pub const CREDENTIALS_LABEL: &str = "smtprelay.io/credentials";
 
 impl std::fmt::Debug for Fetched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,6 +247,15 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
                 reason: reasons::SECRET_NOT_FOUND,
                 message: format!("{what} does not exist"),
             })?;
+            if secret.labels.get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") {
+                return Err(InputProblem {
+                    condition: types::CREDENTIALS_RESOLVED,
+                    reason: reasons::SECRET_NOT_LABELLED,
+                    message: format!(
+                        "{what} is not marked for relay use: label it {CREDENTIALS_LABEL}=true"
+                    ),
+                });
+            }
             let key = |k: &str| -> Result<String, InputProblem> {
                 let bytes = secret.data.get(k).ok_or_else(|| InputProblem {
                     condition: types::CREDENTIALS_RESOLVED,

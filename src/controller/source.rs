@@ -43,6 +43,7 @@ impl Source for KubeSource {
             Fetched {
                 data,
                 version: s.metadata.resource_version.unwrap_or_default(),
+                labels: s.metadata.labels.unwrap_or_default(),
             }
         }))
     }
@@ -71,6 +72,7 @@ impl Source for KubeSource {
                 )
                 .collect(),
             version: c.metadata.resource_version.unwrap_or_default(),
+            labels: c.metadata.labels.unwrap_or_default(),
         }))
     }
 }
