@@ -138,7 +138,8 @@ pub struct AuthSpec {
     /// Plain (default) or Login.
     #[serde(default)]
     pub mechanism: AuthMechanismSpec,
-    /// Where the user name and password are stored.
+    /// Where the user name and password are stored: a Secret that carries the label
+    /// smtprelay.io/credentials=true (relays never use a Secret not marked for them).
     pub credentials_secret_ref: CredentialsSecretRef,
 }
 
