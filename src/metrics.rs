@@ -153,14 +153,7 @@ impl Metrics {
     }
 
     /// Record one verification session and its steps.
-    pub fn verified(
-        &self,
-        kind: &str,
-        namespace: Option<&str>,
-        name: &str,
-        reason: &str,
-        outcome: Option<&crate::smtp::Outcome>,
-    ) {
+    pub fn verified(&self, kind: &str, reason: &str, outcome: Option<&crate::smtp::Outcome>) {
         self.verifications
             .get_or_create(&OutcomeLabels {
                 kind: kind.into(),
@@ -176,14 +169,23 @@ impl Metrics {
                     .observe(d.as_secs_f64());
             }
         }
-        let now = jiff::Timestamp::now().as_second();
+    }
+
+    /// Forget the per-relay series (before setting them again from the caches, so
+    /// deleted relays disappear).
+    pub fn clear_last_verifications(&self) {
+        self.last_verification.clear();
+    }
+
+    /// A relay's last verification time (Unix seconds).
+    pub fn set_last_verification(&self, kind: &str, namespace: &str, name: &str, unix: i64) {
         self.last_verification
             .get_or_create(&RelayLabels {
                 kind: kind.into(),
-                namespace: namespace.unwrap_or("").into(),
+                namespace: namespace.into(),
                 name: name.into(),
             })
-            .set(now);
+            .set(unix);
     }
 
     /// Set the readiness gauges from the current set of relays.
@@ -217,7 +219,8 @@ mod tests {
     fn renders_with_bounded_labels() {
         let m = Metrics::new();
         m.reconciled("SmtpRelay", true, Duration::from_millis(3));
-        m.verified("SmtpRelay", Some("team"), "corporate", "Verified", None);
+        m.verified("SmtpRelay", "Verified", None);
+        m.set_last_verification("SmtpRelay", "team", "corporate", 1_700_000_000);
         m.set_relay_counts("SmtpRelay", 3, 1);
         m.confirmation_mails_sent.inc();
         let text = m.render();
@@ -236,5 +239,11 @@ mod tests {
         );
         assert!(text.contains("smtp_relay_confirmation_mails_sent_total 1"));
         assert!(text.contains("# EOF"));
+        assert!(text.contains("name=\"corporate\""), "{text}");
+        m.clear_last_verifications();
+        assert!(
+            !m.render().contains("name=\"corporate\""),
+            "deleted relays disappear"
+        );
     }
 }

@@ -89,47 +89,40 @@ pub struct Stores {
 impl Stores {
     /// Update the ready / not-ready gauges from the caches.
     pub fn refresh(&self, metrics: &Metrics) {
-        fn ready(status: Option<&SmtpRelayStatus>) -> bool {
-            status.is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == relay::types::READY && c.status == crate::api::ConditionStatus::True
-                })
-            })
-        }
-        let count = |states: Vec<Option<bool>>| {
-            let ready = states.iter().filter(|r| **r == Some(true)).count();
-            (
-                i64::try_from(ready).unwrap_or(i64::MAX),
-                i64::try_from(states.len() - ready).unwrap_or(i64::MAX),
-            )
-        };
-        let (r, n) = count(
-            self.relays
-                .state()
-                .iter()
-                .map(|o| Some(ready(o.status.as_ref())))
-                .collect(),
-        );
-        metrics.set_relay_counts("SmtpRelay", r, n);
-        let (r, n) = count(
-            self.cluster_relays
-                .state()
-                .iter()
-                .map(|o| Some(ready(o.status.as_ref())))
-                .collect(),
-        );
-        metrics.set_relay_counts("ClusterSmtpRelay", r, n);
+        metrics.clear_last_verifications();
+        observe_store("SmtpRelay", &self.relays, metrics);
+        observe_store("ClusterSmtpRelay", &self.cluster_relays, metrics);
     }
 }
 
-/// Record a reconcile's metrics: duration and result, and the verification if one ran.
-pub fn record(
-    ctx: &Context,
-    kind: &str,
-    namespace: Option<&str>,
-    name: &str,
-    eval: &relay::Evaluation,
-) {
+/// Ready counts and last verification times of one relay kind, from its cache.
+fn observe_store<K: RelayKind>(kind: &str, store: &Store<K>, metrics: &Metrics) {
+    let (mut ready, mut not_ready) = (0i64, 0i64);
+    for relay in store.state() {
+        let status = relay.relay_status();
+        let is_ready = status.is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == relay::types::READY && c.status == crate::api::ConditionStatus::True
+            })
+        });
+        if is_ready {
+            ready += 1;
+        } else {
+            not_ready += 1;
+        }
+        if let Some(t) = status
+            .and_then(|s| s.last_verification.as_ref())
+            .and_then(|l| l.time.parse::<jiff::Timestamp>().ok())
+        {
+            let ns = relay.namespace().unwrap_or_default();
+            metrics.set_last_verification(kind, &ns, &relay.name_any(), t.as_second());
+        }
+    }
+    metrics.set_relay_counts(kind, ready, not_ready);
+}
+
+/// Record the verification a reconcile ran, if any.
+pub fn record(ctx: &Context, kind: &str, eval: &relay::Evaluation) {
     if let Some(status) = &eval.status {
         let reason = status
             .conditions
@@ -137,8 +130,7 @@ pub fn record(
             .find(|c| c.type_ == relay::types::READY)
             .map(|c| c.reason.as_str())
             .unwrap_or("Unknown");
-        ctx.metrics
-            .verified(kind, namespace, name, reason, eval.outcome.as_ref());
+        ctx.metrics.verified(kind, reason, eval.outcome.as_ref());
     }
 }
 
@@ -220,13 +212,7 @@ where
         client: ctx.client.clone(),
     };
     let eval = relay::evaluate(&relay_ref, &source, &ctx.limiter, false).await;
-    record(
-        ctx,
-        relay_ref.kind,
-        relay_ref.namespace,
-        relay_ref.name,
-        &eval,
-    );
+    record(ctx, relay_ref.kind, &eval);
     let request = relay::pending_test(
         obj.annotations()
             .get(relay::TEST_REQUEST_ANNOTATION)
@@ -312,17 +298,24 @@ pub fn references(
 /// Both relay kinds, as the Secret mapper sees them.
 pub trait RelayKind: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
     fn relay_spec(&self) -> &SmtpRelaySpec;
+    fn relay_status(&self) -> Option<&SmtpRelayStatus>;
 }
 
 impl RelayKind for SmtpRelay {
     fn relay_spec(&self) -> &SmtpRelaySpec {
         &self.spec
     }
+    fn relay_status(&self) -> Option<&SmtpRelayStatus> {
+        self.status.as_ref()
+    }
 }
 
 impl RelayKind for ClusterSmtpRelay {
     fn relay_spec(&self) -> &SmtpRelaySpec {
         &self.spec.relay
+    }
+    fn relay_status(&self) -> Option<&SmtpRelayStatus> {
+        self.status.as_ref()
     }
 }
 
