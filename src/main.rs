@@ -226,7 +226,10 @@ async fn run_verify(
     };
     let cluster = if secrets_from_cluster {
         match kube::Client::try_default().await {
-            Ok(client) => Some(controller::source::KubeSource { client }),
+            Ok(client) => Some(controller::source::KubeSource {
+                client,
+                fingerprint_key: None,
+            }),
             Err(e) => {
                 eprintln!("error: --secrets-from-cluster: cannot reach the cluster: {e}");
                 return ExitCode::from(2);

@@ -523,3 +523,81 @@ async fn a_secret_not_marked_for_relays_is_never_used() {
     expect_event(&mut handle).await;
     task.await.expect("join").expect("reconcile");
 }
+
+#[tokio::test]
+async fn only_a_change_of_the_secrets_data_triggers_a_new_verification() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let h = support::harness();
+    let fake = support::fake_api::FakeApi::default();
+    let secret = |password: &str, annotation: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "creds", "namespace": "team",
+                            "labels": {"smtprelay.io/credentials": "true"},
+                            "annotations": {"secrets-manager/synced": annotation}},
+               "data": {"username": b64(support::USER), "password": b64(password)}})
+    };
+    fake.put(
+        "/api/v1/namespaces/team/secrets/creds",
+        secret(support::PASSWORD, "1"),
+    );
+    fake.put(
+        "/api/v1/namespaces/team/configmaps/ca",
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ca", "namespace": "team"},
+               "data": {"ca.crt": String::from_utf8(h.ca_pem()).expect("pem")}}),
+    );
+    let path = "/apis/smtprelay.io/v1alpha1/namespaces/team/smtprelays/corporate";
+    fake.put(
+        path,
+        json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
+               "metadata": {"name": "corporate", "namespace": "team"},
+               "spec": {"host": "localhost", "port": h.submission_port,
+                        "tls": {"mode": "StartTls", "caBundleRef": {"kind": "ConfigMap", "name": "ca"}},
+                        "auth": {"credentialsSecretRef": {"name": "creds"}},
+                        "defaultSender": {"address": "a@example.test"}}}),
+    );
+    let ctx = support::context(
+        fake.client(),
+        kube::runtime::reflector::store::<SmtpRelay>().0,
+        Some(smtp_relay_operator::controller::ConfirmContext {
+            key: smtp_relay_operator::confirm::ConfirmKey::new(b"fingerprint-key-fingerprint-key!"),
+            base_url: None,
+        }),
+    );
+    let reconcile = || async {
+        let obj: SmtpRelay = serde_json::from_value(fake.get(path).expect("relay")).expect("typed");
+        smtp_relay::reconcile(Arc::new(obj), Arc::clone(&ctx))
+            .await
+            .expect("reconcile");
+    };
+    let status_writes = || {
+        fake.writes()
+            .iter()
+            .filter(|(_, p)| p.ends_with("/status"))
+            .count()
+    };
+    reconcile().await;
+    assert_eq!(status_writes(), 1);
+    let inputs = fake.get(path).expect("relay")["status"]["lastVerification"]["inputs"].clone();
+    assert!(!inputs.to_string().contains(support::PASSWORD));
+    // A secrets manager re-syncs: new resourceVersion, same data. Nothing to verify.
+    fake.put(
+        "/api/v1/namespaces/team/secrets/creds",
+        secret(support::PASSWORD, "2"),
+    );
+    reconcile().await;
+    assert_eq!(
+        status_writes(),
+        1,
+        "a metadata-only change is not a new input"
+    );
+    // The password changes: verified again at once.
+    fake.put(
+        "/api/v1/namespaces/team/secrets/creds",
+        secret("rotated-but-wrong", "3"),
+    );
+    reconcile().await;
+    assert_eq!(status_writes(), 2);
+    let ready = &fake.get(path).expect("relay")["status"]["conditions"];
+    assert!(ready.to_string().contains("AuthRejected"), "{ready}");
+}

@@ -210,6 +210,7 @@ where
 {
     let source = source::KubeSource {
         client: ctx.client.clone(),
+        fingerprint_key: ctx.confirmation.as_ref().map(|c| c.key.clone()),
     };
     let eval = relay::evaluate(&relay_ref, &source, &ctx.limiter, false).await;
     record(ctx, relay_ref.kind, &eval);

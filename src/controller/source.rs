@@ -1,6 +1,8 @@
 //! The API server as a [`Source`] of Secrets and ConfigMaps: direct GETs of exactly
 //! what a relay references, so nothing unrelated is ever cached.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 
@@ -10,6 +12,23 @@ use super::relay::{Fetched, Source, SourceError};
 #[derive(Clone)]
 pub struct KubeSource {
     pub client: Client,
+    /// With a key, an object's version is a keyed digest of its data, so that a
+    /// change of its metadata alone (an annotation from a secrets manager) is not a
+    /// change of the relay's inputs; without one, its resourceVersion.
+    pub fingerprint_key: Option<crate::confirm::ConfirmKey>,
+}
+
+impl KubeSource {
+    fn version(
+        &self,
+        resource_version: Option<String>,
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> String {
+        match &self.fingerprint_key {
+            Some(key) => format!("d{}", key.fingerprint(data)),
+            None => resource_version.unwrap_or_default(),
+        }
+    }
 }
 
 fn source_error(what: String, e: kube::Error) -> SourceError {
@@ -30,7 +49,7 @@ impl Source for KubeSource {
             .await
             .map_err(|e| source_error(format!("Secret {namespace}/{name}"), e))?;
         Ok(secret.map(|s| {
-            let mut data: std::collections::BTreeMap<String, Vec<u8>> = s
+            let mut data: BTreeMap<String, Vec<u8>> = s
                 .data
                 .unwrap_or_default()
                 .into_iter()
@@ -41,8 +60,8 @@ impl Source for KubeSource {
                 data.entry(k).or_insert_with(|| v.into_bytes());
             }
             Fetched {
+                version: self.version(s.metadata.resource_version, &data),
                 data,
-                version: s.metadata.resource_version.unwrap_or_default(),
                 labels: s.metadata.labels.unwrap_or_default(),
             }
         }))
@@ -58,8 +77,8 @@ impl Source for KubeSource {
             .get_opt(name)
             .await
             .map_err(|e| source_error(format!("ConfigMap {namespace}/{name}"), e))?;
-        Ok(cm.map(|c| Fetched {
-            data: c
+        Ok(cm.map(|c| {
+            let data: BTreeMap<String, Vec<u8>> = c
                 .data
                 .unwrap_or_default()
                 .into_iter()
@@ -70,9 +89,12 @@ impl Source for KubeSource {
                         .into_iter()
                         .map(|(k, v)| (k, v.0)),
                 )
-                .collect(),
-            version: c.metadata.resource_version.unwrap_or_default(),
-            labels: c.metadata.labels.unwrap_or_default(),
+                .collect();
+            Fetched {
+                version: self.version(c.metadata.resource_version, &data),
+                data,
+                labels: c.metadata.labels.unwrap_or_default(),
+            }
         }))
     }
 }
