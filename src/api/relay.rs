@@ -458,8 +458,8 @@ pub struct LastVerification {
     /// Message-ID of the test message the relay accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
-    /// Versions of the inputs (spec generation, Secret and CA bundle resourceVersions)
-    /// this session used; a change triggers a new verification.
+    /// Fingerprint of the inputs this session used (spec generation, keyed digests of
+    /// the referenced Secret and CA bundle data); a change triggers a new verification.
     #[serde(default)]
     pub inputs: String,
 }
