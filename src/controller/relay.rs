@@ -325,13 +325,14 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
         TlsMode::StartTls => smtp::Security::StartTls,
         TlsMode::Tls => smtp::Security::Tls,
     };
-    let tls = smtp::TlsSettings {
+    let mut tls = smtp::TlsSettings {
         server_name: spec.tls.server_name.clone(),
         ca_bundle_pem,
         insecure_skip_verify: spec.tls.insecure_skip_verify,
+        prepared: None,
     };
     if security != smtp::Security::None
-        && let Err(message) = smtp::check_tls_settings(&spec.host, &tls)
+        && let Err(message) = smtp::prepare_tls(&spec.host, &mut tls)
     {
         return Err(InputProblem {
             condition: types::SECURE_TRANSPORT,

@@ -75,12 +75,17 @@ pub struct TlsSettings {
     pub ca_bundle_pem: Option<Vec<u8>>,
     /// Accept any certificate (the outcome says so).
     pub insecure_skip_verify: bool,
+    /// The client configuration built from the fields above by [`prepare_tls`], so a
+    /// session does not build it again.
+    pub prepared: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-/// Check TLS settings (CA bundle, server name) without connecting anywhere.
-pub fn check_tls_settings(host: &str, settings: &TlsSettings) -> Result<(), String> {
-    tls::client_config(settings)?;
+/// Check TLS settings (CA bundle, server name) without connecting anywhere, and keep
+/// the client configuration for the session.
+pub fn prepare_tls(host: &str, settings: &mut TlsSettings) -> Result<(), String> {
+    let config = tls::client_config(settings)?;
     tls::server_name(host, settings)?;
+    settings.prepared = Some(config);
     Ok(())
 }
 

@@ -110,7 +110,11 @@ impl Session<'_> {
         let tls_config = match target.security {
             Security::None => None,
             _ => Some(
-                tls::client_config(&target.tls)
+                target
+                    .tls
+                    .prepared
+                    .clone()
+                    .map_or_else(|| tls::client_config(&target.tls), Ok)
                     .and_then(|c| Ok((c, tls::server_name(&target.host, &target.tls)?)))
                     .map_err(|m| Failure {
                         step: Step::Tls,
