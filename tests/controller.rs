@@ -177,36 +177,25 @@ async fn a_reconcile_with_nothing_due_writes_nothing() {
     no_more_requests(&mut handle).await;
 }
 
-#[tokio::test]
-async fn a_missing_secret_is_reported_without_connecting() {
+/// Reconcile a relay whose credentials Secret `secret` gets `answer`; returns the
+/// status the controller applied (after serving its patch and its event).
+async fn status_after_secret_answer(
+    secret: &str,
+    spec: Value,
+    answer: (StatusCode, Value),
+) -> Value {
     let (ctx, mut handle) = context();
-    let obj = Arc::new(relay(
-        json!({"host": "127.0.0.1", "port": support::closed_port().port,
-               "auth": {"credentialsSecretRef": {"name": "creds"}},
-               "defaultSender": {"address": "a@example.test"}}),
-        None,
-    ));
+    let obj = Arc::new(relay(spec, None));
     let task = tokio::spawn(smtp_relay::reconcile(Arc::clone(&obj), Arc::clone(&ctx)));
     let (req, send) = handle.next_request().await.expect("secret get");
     assert_eq!(req.method(), http::Method::GET);
-    assert_eq!(req.uri().path(), "/api/v1/namespaces/team/secrets/creds");
-    respond(send, StatusCode::NOT_FOUND, not_found("secrets \"creds\""));
-
+    assert_eq!(
+        req.uri().path(),
+        format!("/api/v1/namespaces/team/secrets/{secret}")
+    );
+    respond(send, answer.0, answer.1);
     let (req, send) = handle.next_request().await.expect("status patch");
     let patch = body_json(req).await;
-    let status = &patch["status"];
-    assert_eq!(
-        condition(status, "CredentialsResolved")["reason"],
-        "SecretNotFound"
-    );
-    assert_eq!(condition(status, "Ready")["reason"], "SecretNotFound");
-    assert_eq!(condition(status, "Connected")["status"], "Unknown");
-    assert!(
-        condition(status, "Ready")["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Secret team/creds does not exist")
-    );
     respond(
         send,
         StatusCode::OK,
@@ -214,6 +203,31 @@ async fn a_missing_secret_is_reported_without_connecting() {
     );
     expect_event(&mut handle).await;
     task.await.expect("join").expect("reconcile");
+    patch["status"].clone()
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_reported_without_connecting() {
+    let status = status_after_secret_answer(
+        "creds",
+        json!({"host": "127.0.0.1", "port": support::closed_port().port,
+               "auth": {"credentialsSecretRef": {"name": "creds"}},
+               "defaultSender": {"address": "a@example.test"}}),
+        (StatusCode::NOT_FOUND, not_found("secrets \"creds\"")),
+    )
+    .await;
+    assert_eq!(
+        condition(&status, "CredentialsResolved")["reason"],
+        "SecretNotFound"
+    );
+    assert_eq!(condition(&status, "Ready")["reason"], "SecretNotFound");
+    assert_eq!(condition(&status, "Connected")["status"], "Unknown");
+    assert!(
+        condition(&status, "Ready")["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Secret team/creds does not exist")
+    );
 }
 
 #[tokio::test]
@@ -480,48 +494,34 @@ async fn an_api_server_hiccup_reading_the_secret_changes_nothing() {
 
 #[tokio::test]
 async fn a_secret_not_marked_for_relays_is_never_used() {
-    let (ctx, mut handle) = context();
-    let obj = Arc::new(relay(
+    let status = status_after_secret_answer(
+        "app-db",
         json!({"host": "127.0.0.1", "port": support::closed_port().port, "tls": {"mode": "None"},
                "auth": {"credentialsSecretRef": {"name": "app-db", "passwordKey": "dbpass"}},
                "defaultSender": {"address": "a@example.test"}}),
-        None,
-    ));
-    let task = tokio::spawn(smtp_relay::reconcile(Arc::clone(&obj), Arc::clone(&ctx)));
-    let (req, send) = handle.next_request().await.expect("secret get");
-    assert_eq!(req.uri().path(), "/api/v1/namespaces/team/secrets/app-db");
-    respond(
-        send,
-        StatusCode::OK,
-        json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": "app-db", "namespace": "team", "resourceVersion": "3"},
-               "data": {"username": "YQ==", "dbpass": "c2VjcmV0"}}),
-    );
-    let (req, send) = handle.next_request().await.expect("status patch");
-    let patch = body_json(req).await;
-    let status = &patch["status"];
+        (
+            StatusCode::OK,
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "app-db", "namespace": "team", "resourceVersion": "3"},
+                   "data": {"username": "YQ==", "dbpass": "c2VjcmV0"}}),
+        ),
+    )
+    .await;
     assert_eq!(
-        condition(status, "CredentialsResolved")["reason"],
+        condition(&status, "CredentialsResolved")["reason"],
         "SecretNotLabelled"
     );
     assert_eq!(
-        condition(status, "Connected")["status"],
+        condition(&status, "Connected")["status"],
         "Unknown",
         "nothing was sent anywhere"
     );
     assert!(
-        condition(status, "Ready")["message"]
+        condition(&status, "Ready")["message"]
             .as_str()
             .unwrap_or("")
             .contains("smtprelay.io/credentials=true")
     );
-    respond(
-        send,
-        StatusCode::OK,
-        serde_json::to_value(obj.as_ref()).expect("obj"),
-    );
-    expect_event(&mut handle).await;
-    task.await.expect("join").expect("reconcile");
 }
 
 #[tokio::test]
