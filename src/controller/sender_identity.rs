@@ -588,16 +588,14 @@ pub fn effective_addresses(
         Some(n) if !n.is_empty() => format!("\"{}\" <{}>", n.replace('"', "'"), spec.address),
         _ => spec.address.clone(),
     };
-    let reply_to = spec
-        .reply_to
-        .clone()
-        .or_else(|| {
-            relay
-                .and_then(|r| r.no_reply.as_ref())
-                .map(|m| m.address.clone())
-        })
-        .unwrap_or_else(|| spec.address.clone());
-    (from, reply_to)
+    let reply_to = smtp::effective_reply_to(
+        spec.reply_to.as_deref(),
+        relay
+            .and_then(|r| r.no_reply.as_ref())
+            .map(|m| m.address.as_str()),
+        spec.address.as_str(),
+    );
+    (from, reply_to.to_string())
 }
 
 /// The whole status (pure).

@@ -39,12 +39,9 @@ pub struct TestMessage {
 /// The header that marks a message as an operator verification.
 pub const VERIFICATION_HEADER: &str = "X-SmtpRelay-Verification";
 
-/// Reply-To after fallbacks: explicit → relay no-reply → the sender itself.
-pub fn effective_reply_to<'a>(
-    explicit: Option<&'a Mailbox>,
-    no_reply: Option<&'a Mailbox>,
-    from: &'a Mailbox,
-) -> &'a Mailbox {
+/// Reply-To after fallbacks: explicit → relay no-reply → the sender itself. The one
+/// statement of the rule, for messages and for identities' published Reply-To.
+pub fn effective_reply_to<T>(explicit: Option<T>, no_reply: Option<T>, from: T) -> T {
     explicit.or(no_reply).unwrap_or(from)
 }
 
@@ -144,11 +141,6 @@ pub fn build_message(m: &Outgoing) -> Result<Built, String> {
     ))
 }
 
-/// Build the relay's verification message.
-pub fn build_test_message(t: &TestMessage) -> Result<Built, String> {
-    build_message(&t.outgoing())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,8 +182,8 @@ mod tests {
 
     #[test]
     fn test_message_has_headers_and_unique_ids() {
-        let (id1, sender, rcpt, bytes) = build_test_message(&sample()).expect("builds");
-        let (id2, ..) = build_test_message(&sample()).expect("builds");
+        let (id1, sender, rcpt, bytes) = build_message(&sample().outgoing()).expect("builds");
+        let (id2, ..) = build_message(&sample().outgoing()).expect("builds");
         assert_ne!(id1, id2);
         assert_eq!(sender, "achats@example.test");
         assert_eq!(rcpt, "inbox@example.test");
@@ -210,12 +202,12 @@ mod tests {
     fn bad_input_is_an_error_not_a_panic() {
         let mut t = sample();
         t.custom_headers = vec![("X-Bad".into(), "a\r\nBcc: x@y.test".into())];
-        assert!(build_test_message(&t).is_err());
+        assert!(build_message(&t.outgoing()).is_err());
         let mut t = sample();
         t.custom_headers = vec![("Bad Name:".into(), "v".into())];
-        assert!(build_test_message(&t).is_err());
+        assert!(build_message(&t.outgoing()).is_err());
         let mut t = sample();
         t.to = "not an address".into();
-        assert!(build_test_message(&t).is_err());
+        assert!(build_message(&t.outgoing()).is_err());
     }
 }

@@ -16,9 +16,7 @@ use std::fmt;
 use std::time::Duration;
 
 pub use limiter::{HostLimiter, HostPermit};
-pub use message::{
-    Mailbox, Outgoing, TestMessage, build_message, build_test_message, effective_reply_to,
-};
+pub use message::{Mailbox, Outgoing, TestMessage, build_message, effective_reply_to};
 pub use session::verify;
 
 /// How the session is secured.
