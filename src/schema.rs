@@ -48,7 +48,7 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                 .filter_map(Value::as_str)
             {
                 if !map.contains_key(req) {
-                    errors.push(format!("{}: required value", join(path, req)));
+                    errors.push(format!("{}: Required value", join(path, req)));
                 }
             }
             let props = schema.get("properties").and_then(Value::as_object);
@@ -60,7 +60,7 @@ fn walk(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
                         Some(sub) if sub.is_object() => walk(sub, v, &join(path, k), errors),
                         _ if schema.get("x-kubernetes-preserve-unknown-fields").is_some() => {}
                         _ if props.is_some() => {
-                            errors.push(format!("{}: unknown field", join(path, k)))
+                            errors.push(format!("{}: field not declared in schema", join(path, k)))
                         }
                         _ => {}
                     },

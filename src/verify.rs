@@ -133,7 +133,7 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
             .to_string();
         match (api_version, kind) {
             ("smtprelay.io/v1alpha1", "SmtpRelay" | "ClusterSmtpRelay") => {
-                let name = name.ok_or_else(|| bad("metadata.name: required value".into()))?;
+                let name = name.ok_or_else(|| bad("metadata.name: Required value".into()))?;
                 let crd = if kind == "SmtpRelay" {
                     SmtpRelay::crd()
                 } else {
@@ -185,7 +185,7 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
                 m.relays.push(relay);
             }
             ("v1", "Secret" | "ConfigMap") => {
-                let name = name.ok_or_else(|| bad("metadata.name: required value".into()))?;
+                let name = name.ok_or_else(|| bad("metadata.name: Required value".into()))?;
                 let mut data = BTreeMap::new();
                 let binary_key = if kind == "Secret" {
                     "data"

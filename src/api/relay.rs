@@ -228,8 +228,8 @@ fn default_timeout() -> String {
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Last Verified", type_ = "date", json_path = ".status.lastVerification.time"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("!has(self.spec.auth) || !has(self.spec.auth.credentialsSecretRef.namespace)").message("spec.auth.credentialsSecretRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace"),
-    validation = Rule::new("!has(self.spec.tls) || !has(self.spec.tls.caBundleRef) || !has(self.spec.tls.caBundleRef.namespace)").message("spec.tls.caBundleRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace")
+    validation = Rule::new("!has(self.spec.auth) || !has(self.spec.auth.credentialsSecretRef.__namespace__)").message("spec.auth.credentialsSecretRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace"),
+    validation = Rule::new("!has(self.spec.tls) || !has(self.spec.tls.caBundleRef) || !has(self.spec.tls.caBundleRef.__namespace__)").message("spec.tls.caBundleRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SmtpRelaySpec {

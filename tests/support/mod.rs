@@ -2,8 +2,10 @@
 //! scripted SMTP server for faults a real MTA cannot produce on demand.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_api;
 pub mod fault;
+pub mod schema_cases;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

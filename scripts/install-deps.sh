@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install everything `make demo` and `make test` need on a fresh Debian machine.
+# Idempotent and quiet when everything is already there; used by `make demo`,
+# `make test` and `.ci/run`. Needs root (or sudo) only when something is missing.
+#
+#   scripts/install-deps.sh          # Debian packages + Python tools
+#   scripts/install-deps.sh --demo   # only what the demo needs (Postfix harness)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Postfix harness (tests/harness/postfix.sh): Postfix, Cyrus SASL with its PLAIN/LOGIN
+# plugins (no command of their own, so ask dpkg), openssl for its CA.
+packages="postfix sasl2-bin libsasl2-modules openssl ca-certificates"
+if [ "${1:-}" != "--demo" ]; then
+  # Real Kubernetes API server for the tests (../shared/envtest needs etcd) and the
+  # Lua interpreter that runs the Argo CD health checks.
+  packages="$packages etcd-server lua5.4 xz-utils curl"
+fi
+
+missing=""
+for pkg in $packages; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root to install:$missing" >&2; exit 1; }
+    SUDO="sudo"
+  fi
+  echo "install-deps: installing$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  $SUDO apt-get update -qq
+  # shellcheck disable=SC2086
+  $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ "${1:-}" != "--demo" ]; then
+  if ! python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null; then
+    echo "install-deps: installing Python tools (tests/chart/requirements.txt)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
+  fi
+  if command -v rustup >/dev/null; then
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' \
+      && rustup component list --installed 2>/dev/null | grep -q '^rustfmt' \
+      || rustup component add rustfmt clippy >/dev/null 2>&1 || true
+  fi
+fi
