@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod fake_api;
 pub mod fault;
+pub mod gitops;
 pub mod schema_cases;
 
 use std::path::{Path, PathBuf};
