@@ -65,7 +65,7 @@ pub fn classify_handshake_error(err: &std::io::Error) -> (FailureReason, String)
         Some(rustls::Error::InvalidCertificate(cert_error)) => (
             FailureReason::CertificateInvalid,
             format!(
-                "server certificate rejected: {}",
+                "the relay's certificate was refused: {}",
                 describe_certificate_error(cert_error)
             ),
         ),
@@ -92,19 +92,80 @@ pub fn classify_handshake_error(err: &std::io::Error) -> (FailureReason, String)
     }
 }
 
+/// A sentence a platform engineer understands for each way a certificate is refused.
 fn describe_certificate_error(e: &rustls::CertificateError) -> String {
     use rustls::CertificateError as C;
+    let utc = |t: &UnixTime| {
+        i64::try_from(t.as_secs())
+            .ok()
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .map(|ts| ts.to_string())
+            .unwrap_or_else(|| "an unrepresentable time".into())
+    };
+    #[allow(deprecated)]
     match e {
-        C::UnknownIssuer => {
-            "issued by an unknown authority (self-signed or private CA: set tls.caBundleRef)".into()
+        C::UnknownIssuer => "it is issued by an authority this relay's trust store does not know (self-signed, or signed by a private CA): put that CA in tls.caBundleRef".into(),
+        C::Expired => "it has expired: the relay's operator must renew it".into(),
+        C::ExpiredContext { time, not_after } => format!(
+            "it expired at {} (now {}): the relay's operator must renew it",
+            utc(not_after),
+            utc(time)
+        ),
+        C::NotValidYet => "it is not valid yet (check the relay's clock and ours)".into(),
+        C::NotValidYetContext { time, not_before } => format!(
+            "it is only valid from {} (now {}): check the relay's clock and ours",
+            utc(not_before),
+            utc(time)
+        ),
+        C::NotValidForName => "it is not valid for this host name: set tls.serverName to a name the certificate carries".into(),
+        C::NotValidForNameContext { expected, presented } => {
+            let expected = expected.to_str();
+            if presented.is_empty() {
+                format!("it is not valid for {expected:?} and names no host at all: set tls.serverName, or fix the certificate")
+            } else {
+                let names: Vec<String> = presented.iter().take(8).map(|n| format!("{n:?}")).collect();
+                let more = if presented.len() > 8 { format!(" and {} more", presented.len() - 8) } else { String::new() };
+                format!(
+                    "it is not valid for {expected:?}; it names {}{more}: reach the relay by one of those names, or set tls.serverName",
+                    names.join(", ")
+                )
+            }
         }
-        C::Expired | C::ExpiredContext { .. } => "certificate has expired".into(),
-        C::NotValidYet | C::NotValidYetContext { .. } => "certificate is not valid yet".into(),
-        C::NotValidForName | C::NotValidForNameContext { .. } => {
-            "certificate is not valid for this host name (set tls.serverName if the relay is reached by another name)".into()
+        C::Revoked => "it has been revoked by its issuer".into(),
+        C::BadEncoding => "the server sent a certificate that cannot be parsed".into(),
+        C::BadSignature => "its signature does not verify: the chain the server sent is broken or tampered with".into(),
+        C::UnsupportedSignatureAlgorithm
+        | C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "it is signed with an algorithm we do not accept (e.g. SHA-1 or MD5): the relay needs a certificate signed with SHA-256 or better".into()
         }
-        C::Revoked => "certificate has been revoked".into(),
-        other => format!("{other:?}"),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "it is not meant for TLS servers (its extended key usage lacks serverAuth)".into()
+        }
+        C::UnhandledCriticalExtension => "it carries a critical extension we cannot check".into(),
+        C::UnknownRevocationStatus
+        | C::ExpiredRevocationList
+        | C::ExpiredRevocationListContext { .. }
+        | C::InvalidOcspResponse => "its revocation status cannot be established".into(),
+        C::ApplicationVerificationFailure => "it failed verification".into(),
+        C::Other(other) => {
+            // webpki's own refusals arrive wrapped; name the ones people meet.
+            let text = format!("{other:?}");
+            if text.contains("CaUsedAsEndEntity") {
+                "the server presents a CA certificate as its own certificate: it must present a server certificate issued by that CA".into()
+            } else if text.contains("EndEntityUsedAsCa") {
+                "the chain uses a server certificate as if it were a CA".into()
+            } else if text.contains("UnsupportedCertVersion") {
+                "it is not an X.509 v3 certificate".into()
+            } else if text.contains("PathLenConstraintViolated") || text.contains("MaximumPathDepthExceeded") {
+                "its chain is longer than its CA allows".into()
+            } else if text.contains("NameConstraintViolation") {
+                "its issuer is not allowed to issue certificates for this name (name constraints)".into()
+            } else {
+                "it is refused by certificate validation".into()
+            }
+        }
+        _ => "it is refused by certificate validation".into(),
     }
 }
 
@@ -208,7 +269,7 @@ mod tests {
         );
         let (reason, msg) = classify_handshake_error(&e);
         assert_eq!(reason, FailureReason::CertificateInvalid);
-        assert!(msg.contains("unknown authority"));
+        assert!(msg.contains("authority this relay's trust store does not know"));
         let e = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
@@ -217,5 +278,85 @@ mod tests {
             classify_handshake_error(&e).0,
             FailureReason::TlsHandshakeFailed
         );
+    }
+
+    /// Each refusal in words: the phrase a reader needs, and never a Debug dump.
+    #[test]
+    #[allow(deprecated)]
+    fn every_certificate_refusal_is_a_sentence() {
+        use rustls::CertificateError as C;
+        let at = |s: u64| UnixTime::since_unix_epoch(std::time::Duration::from_secs(s));
+        let other = |e: webpki::Error| C::Other(rustls::OtherError(Arc::new(e)));
+        let cases: Vec<(C, &str)> = vec![
+            (C::UnknownIssuer, "put that CA in tls.caBundleRef"),
+            (C::Expired, "has expired"),
+            (
+                C::ExpiredContext {
+                    time: at(1_800_000_000),
+                    not_after: at(1_700_000_000),
+                },
+                "expired at 2023-11-14T22:13:20Z (now 2027-01-15T08:00:00Z)",
+            ),
+            (C::NotValidYet, "not valid yet"),
+            (
+                C::NotValidYetContext {
+                    time: at(1_700_000_000),
+                    not_before: at(1_800_000_000),
+                },
+                "only valid from 2027-01-15T08:00:00Z",
+            ),
+            (C::NotValidForName, "tls.serverName"),
+            (
+                C::NotValidForNameContext {
+                    expected: ServerName::try_from("smtp.example.test").expect("name"),
+                    presented: vec!["DnsName(\"mail.example.test\")".into()],
+                },
+                "not valid for \"smtp.example.test\"; it names",
+            ),
+            (
+                C::NotValidForNameContext {
+                    expected: ServerName::try_from("smtp.example.test").expect("name"),
+                    presented: vec![],
+                },
+                "names no host at all",
+            ),
+            (C::Revoked, "revoked"),
+            (C::BadEncoding, "cannot be parsed"),
+            (C::BadSignature, "signature does not verify"),
+            (C::UnsupportedSignatureAlgorithm, "SHA-256 or better"),
+            (
+                C::UnsupportedSignatureAlgorithmContext {
+                    signature_algorithm_id: vec![1, 2],
+                    supported_algorithms: vec![],
+                },
+                "SHA-256 or better",
+            ),
+            (C::InvalidPurpose, "serverAuth"),
+            (
+                other(webpki::Error::CaUsedAsEndEntity),
+                "presents a CA certificate as its own",
+            ),
+            (
+                other(webpki::Error::EndEntityUsedAsCa),
+                "as if it were a CA",
+            ),
+            (other(webpki::Error::UnsupportedCertVersion), "X.509 v3"),
+        ];
+        for (error, phrase) in cases {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(error.clone()),
+            );
+            let (reason, msg) = classify_handshake_error(&e);
+            assert_eq!(reason, FailureReason::CertificateInvalid, "{error:?}");
+            assert!(msg.contains(phrase), "{error:?}: {msg:?} lacks {phrase:?}");
+            assert!(
+                msg.starts_with("the relay's certificate was refused: "),
+                "{msg}"
+            );
+            for dump in ["Context", "Other(", "OtherError", "Error(", "{ "] {
+                assert!(!msg.contains(dump), "{error:?}: Debug text in {msg:?}");
+            }
+        }
     }
 }
