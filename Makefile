@@ -3,11 +3,13 @@ CARGO ?= cargo
 BIN := target/release/smtp-relay-operator
 CHART := charts/smtp-relay-operator
 
-.PHONY: help build crds demo test test-rust test-chart lint fmt run e2e bench harness
+.PHONY: help deps build crds demo test test-rust test-chart lint fmt run e2e bench harness
 
 help:
-	@echo "make demo     build, start the local demo relay, verify the bundled examples (no cluster needed)"
-	@echo "make test     lint, every test (unit, Postfix harness, mock API, CRDs, chart); e2e skips without a cluster"
+	@echo "make demo     install what the demo needs, build, start the local demo relay, verify the bundled examples (no cluster needed)"
+	@echo "make test     install what the tests need, lint, every test: unit, Postfix harness, fake API, and a real"
+	@echo "              kube-apiserver + etcd from ../shared/envtest (CRDs, schema, e2e, chart RBAC), chart and GitOps checks"
+	@echo "make deps     only install the Debian packages and Python tools the tests need (scripts/install-deps.sh)"
 	@echo "make build    release binary at $(BIN)"
 	@echo "make crds     regenerate crds/ and the chart's crds/ from the Rust types"
 	@echo "make run      run the operator against the cluster in KUBECONFIG"
@@ -21,10 +23,15 @@ build:
 crds:
 	$(CARGO) run --quiet --locked -- crd --out-dir crds --out-dir $(CHART)/crds
 
+deps:
+	bash scripts/install-deps.sh
+
 harness:
 	bash tests/harness/postfix.sh start
 
-demo: build harness
+demo:
+	bash scripts/install-deps.sh --demo
+	$(MAKE) build harness
 	bash examples/demo/run.sh $(BIN)
 
 lint:
@@ -37,10 +44,15 @@ test-rust: harness
 test-chart:
 	python3 tests/chart/check_chart.py
 
-test: lint test-rust test-chart
+# Lint, then every test; the real-API tests run against ../shared/envtest, started
+# and stopped by scripts/test.sh.
+test:
+	bash scripts/install-deps.sh
+	bash scripts/test.sh
 
+# The real-API tests alone, against the cluster in SMTP_RELAY_E2E_KUBECONFIG.
 e2e: harness
-	$(CARGO) test --locked --test e2e -- --nocapture --test-threads=1
+	$(CARGO) test --locked --test e2e --test real_api --test chart_cluster
 
 bench: harness
 	$(CARGO) bench --locked --bench verification --bench memory

@@ -420,6 +420,9 @@ build_instance() {
 }
 
 start_cmd() {
+  if ! command -v postfix >/dev/null || ! id postfix >/dev/null 2>&1 || ! command -v saslpasswd2 >/dev/null; then
+    die "Postfix and Cyrus SASL are not installed: run 'bash scripts/install-deps.sh --demo' as root (make demo and make test do)"
+  fi
   [[ "$(id -u)" == 0 ]] || die "must run as root (postfix start needs it)"
   mkdir -p "$(dirname "$HARNESS_DIR")"
   exec 9>"$LOCK"
