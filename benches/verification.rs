@@ -331,6 +331,8 @@ fn identity_bench(now: jiff::Timestamp) {
         },
         publishing_allowed: true,
         unconfirmed_allowed: true,
+        binding: "SmtpRelay bench/corporate via smtp.example.test:587 (StartTls, no credentials)"
+            .into(),
     });
     let specs: Vec<SenderIdentitySpec> = (0..10_000)
         .map(|i| SenderIdentitySpec {

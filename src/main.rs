@@ -24,6 +24,8 @@ enum Output {
     Json,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster in KUBECONFIG (or in-cluster config).
@@ -47,6 +49,16 @@ enum Command {
         /// Without it, confirmation mails carry only the code.
         #[arg(long)]
         confirmation_base_url: Option<String>,
+        /// From address of confirmation mails (default: the relay's defaultSender
+        /// address, which the relay accepts).
+        #[arg(long)]
+        confirmation_from: Option<String>,
+        /// Display name of confirmation mails.
+        #[arg(long, default_value = controller::DEFAULT_CONFIRMATION_FROM_NAME)]
+        confirmation_from_name: String,
+        /// Reply-To of confirmation mails (default: the From address).
+        #[arg(long)]
+        confirmation_reply_to: Option<String>,
         /// Secret in --namespace holding the confirmation key (created if absent).
         #[arg(long, default_value = "smtp-relay-operator-confirmation-key")]
         confirmation_key_secret: String,
@@ -120,6 +132,9 @@ async fn main() -> ExitCode {
             metrics_addr,
             confirmation_addr,
             confirmation_base_url,
+            confirmation_from,
+            confirmation_from_name,
+            confirmation_reply_to,
             confirmation_key_secret,
             trusted_proxies,
             leader_election,
@@ -146,6 +161,11 @@ async fn main() -> ExitCode {
                 metrics_addr,
                 confirmation_addr,
                 confirmation_base_url: confirmation_base_url.filter(|u| !u.is_empty()),
+                confirmation_sender: controller::ConfirmationSender {
+                    from: confirmation_from.filter(|a| !a.is_empty()),
+                    from_name: confirmation_from_name,
+                    reply_to: confirmation_reply_to.filter(|a| !a.is_empty()),
+                },
                 confirmation_key_secret,
                 trusted_proxies,
                 leader_election,

@@ -42,6 +42,15 @@ pub struct ReadyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// link (the endpoint) or code (the annotation).
+    pub channel: String,
+    /// A fixed set: Mismatch, Expired, NoAttempt, AlreadyConfirmed, RateLimited,
+    /// CrossSite, Malformed, TooManyConnections.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RelayLabels {
     pub kind: String,
     pub namespace: String,
@@ -59,6 +68,7 @@ pub struct Metrics {
     pub last_verification: Family<RelayLabels, Gauge>,
     pub confirmation_mails_sent: Counter,
     pub confirmations_completed: Counter,
+    pub confirmation_refusals: Family<RefusalLabels, Counter>,
     pub leader: Gauge,
 }
 
@@ -119,6 +129,12 @@ impl Metrics {
             "Sender addresses confirmed by their owner",
             confirmations_completed.clone(),
         );
+        let confirmation_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "confirmation_refusals",
+            "Confirmation links and codes refused, by channel and reason",
+            confirmation_refusals.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -135,8 +151,19 @@ impl Metrics {
             last_verification,
             confirmation_mails_sent,
             confirmations_completed,
+            confirmation_refusals,
             leader,
         }
+    }
+
+    /// Count a refused confirmation attempt.
+    pub fn refused(&self, channel: &str, reason: &str) {
+        self.confirmation_refusals
+            .get_or_create(&RefusalLabels {
+                channel: channel.into(),
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     /// Record one reconcile.

@@ -20,6 +20,8 @@ pub struct RunOptions {
     pub confirmation_addr: SocketAddr,
     /// Public base URL of the confirmation endpoint (links in mails); None: code only.
     pub confirmation_base_url: Option<String>,
+    /// Who confirmation mails are from.
+    pub confirmation_sender: controller::ConfirmationSender,
     /// Secret (in the operator namespace) holding the confirmation key.
     pub confirmation_key_secret: String,
     /// Proxies whose X-Forwarded-For is trusted by the endpoint's rate limit.
@@ -201,6 +203,7 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
         Some(controller::ConfirmContext {
             key,
             base_url: opts.confirmation_base_url.clone(),
+            sender: opts.confirmation_sender.clone(),
         }),
     );
     let lost = async {

@@ -562,6 +562,7 @@ async fn only_a_change_of_the_secrets_data_triggers_a_new_verification() {
         Some(smtp_relay_operator::controller::ConfirmContext {
             key: smtp_relay_operator::confirm::ConfirmKey::new(b"fingerprint-key-fingerprint-key!"),
             base_url: None,
+            sender: Default::default(),
         }),
     );
     let reconcile = || async {

@@ -93,6 +93,7 @@ fn env(base_url: Option<&str>) -> Env {
         Some(ConfirmContext {
             key: key.clone(),
             base_url: base_url.map(str::to_string),
+            sender: Default::default(),
         }),
     );
     Env {
@@ -209,16 +210,25 @@ async fn the_confirmation_mail_arrives_in_both_languages_and_parses() {
         );
         let (raw, link, code) = env.mail(&name);
         assert!(raw.contains(subject), "{raw}");
+        // From, its name, Reply-To and headers are the operator's: none of the
+        // requester's text (replyTo, the namespaced relay's sender name, noReply and
+        // customHeaders) reaches the owner's mailbox.
         assert!(
-            raw.contains("From: \"ACME Mail\" <noreply@example.test>"),
+            raw.contains("From: \"Sender address confirmation\" <noreply@example.test>"),
             "{raw}"
         );
-        assert!(raw.contains("X-Campaign: confirmations"), "{raw}");
         assert!(
-            raw.contains("Reply-To: no-reply@example.test"),
-            "replies go to the relay: {raw}"
+            raw.contains("Reply-To: noreply@example.test"),
+            "replies go to the sender: {raw}"
         );
-        assert!(!raw.contains("requester@example.test"), "{raw}");
+        for requester_text in [
+            "requester@example.test",
+            "X-Campaign",
+            "ACME Mail",
+            "no-reply@example.test",
+        ] {
+            assert!(!raw.contains(requester_text), "{requester_text} in {raw}");
+        }
         assert!(raw.contains(&format!("To: {address}")), "{raw}");
         let link = link.expect("link");
         assert!(
@@ -345,8 +355,10 @@ async fn the_code_given_back_in_an_annotation_confirms_and_is_removed() {
     env.reconcile(&name).await;
     assert_eq!(
         env.condition(&name, "Confirmed"),
-        ("False".into(), "CodeRejected".into())
+        ("False".into(), "Pending".into()),
+        "a wrong code leaves the attempt pending"
     );
+    assert_eq!(env.confirmation(&name).failed_codes, 1);
     assert!(
         !env.identity(&name)
             .metadata
@@ -613,4 +625,157 @@ async fn a_change_during_the_send_does_not_mail_a_second_attempt() {
     });
     env.reconcile(&name).await;
     assert_eq!(env.confirmation(&name).state, ConfirmationState::Confirmed);
+}
+
+/// The events recorded for an identity, by reason.
+fn event_reasons(env: &Env, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in env.fake.dump().lines() {
+        let Some((path, obj)) = line.split_once(": ") else {
+            continue;
+        };
+        if path.contains("/events/") && obj.contains(name) {
+            let obj: Value = serde_json::from_str(obj).unwrap_or(Value::Null);
+            out.push(obj["reason"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_confirmation_holds_only_for_the_relay_it_went_through() {
+    // The bypass of the security review: confirm through one relay, then point the
+    // identity at another. The confirmation does not carry over: the owner is asked
+    // again, through the relay now in use.
+    let mut env = env(None);
+    let name = unique("binding");
+    let address = format!("{name}@example.test");
+    env.create_identity(&name, identity_spec(&address, "en"));
+    env.reconcile(&name).await;
+    let (_, _, code) = env.mail(&name);
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({CODE_ANNOTATION: code})
+    });
+    env.reconcile(&name).await;
+    let confirmed = env.confirmation(&name);
+    assert_eq!(confirmed.state, ConfirmationState::Confirmed);
+    let bound = confirmed.relay.clone().expect("bound to a relay");
+    assert!(
+        bound.starts_with(&format!("SmtpRelay {NS}/corporate via localhost:")),
+        "{bound}"
+    );
+    assert_eq!(env.condition(&name, "Ready").0, "True");
+
+    let mut other = serde_json::to_value(relay_object(true)).expect("json");
+    other["metadata"]["name"] = json!("elsewhere");
+    env.relays.apply_watcher_event(&watcher::Event::Apply(
+        serde_json::from_value(other).expect("relay"),
+    ));
+    env.edit(&name, |o| {
+        o["spec"]["relayRef"] = json!({"kind": "SmtpRelay", "name": "elsewhere"});
+        o["metadata"]["generation"] = json!(2);
+    });
+    env.reconcile(&name).await;
+    let c = env.confirmation(&name);
+    assert_eq!(c.state, ConfirmationState::Pending, "asked again");
+    assert_ne!(c.attempt_id, confirmed.attempt_id);
+    assert_eq!(c.attempts, confirmed.attempts + 1);
+    assert!(
+        c.relay
+            .as_deref()
+            .is_some_and(|r| r.starts_with(&format!("SmtpRelay {NS}/elsewhere"))),
+        "{:?}",
+        c.relay
+    );
+    assert_eq!(env.condition(&name, "Ready").0, "False");
+    assert_eq!(
+        env.condition(&name, "Confirmed"),
+        ("False".into(), "Pending".into())
+    );
+    env.mail(&name);
+}
+
+#[tokio::test]
+async fn five_wrong_codes_withdraw_the_attempt_with_one_event() {
+    let env = env(None);
+    let name = unique("guess");
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "en"));
+    env.reconcile(&name).await;
+    let (_, _, code) = env.mail(&name);
+    for i in 0..sender_identity::MAX_FAILED_CODES {
+        env.edit(&name, |o| {
+            o["metadata"]["annotations"] = json!({CODE_ANNOTATION: format!("ZZZZ-ZZ{i:02}")})
+        });
+        env.reconcile(&name).await;
+        assert!(
+            !env.identity(&name)
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key(CODE_ANNOTATION),
+            "each code is taken off the object"
+        );
+    }
+    let c = env.confirmation(&name);
+    assert_eq!(
+        (c.state, c.failed_codes),
+        (
+            ConfirmationState::Expired,
+            sender_identity::MAX_FAILED_CODES
+        )
+    );
+    assert_eq!(c.code_digest, None);
+    assert_eq!(
+        env.condition(&name, "Confirmed"),
+        ("False".into(), "CodeAttemptsExhausted".into())
+    );
+    // The right code no longer works.
+    env.edit(&name, |o| {
+        o["metadata"]["annotations"] = json!({CODE_ANNOTATION: code})
+    });
+    env.reconcile(&name).await;
+    assert_ne!(env.confirmation(&name).state, ConfirmationState::Confirmed);
+    let reasons = event_reasons(&env, &name);
+    assert_eq!(
+        reasons
+            .iter()
+            .filter(|r| *r == "CodeAttemptsExhausted")
+            .count(),
+        1,
+        "{reasons:?}"
+    );
+    assert!(!reasons.iter().any(|r| r == "CodeRejected"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn the_confirmation_sender_is_the_operators() {
+    let env = env(None);
+    let ctx = support::context(
+        env.ctx.client.clone(),
+        env.ctx.relays.clone(),
+        Some(ConfirmContext {
+            key: env.key.clone(),
+            base_url: None,
+            sender: smtp_relay_operator::controller::ConfirmationSender {
+                from: Some("confirm@platform.example.test".into()),
+                from_name: "Platform Mail Team".into(),
+                reply_to: Some("platform-team@example.test".into()),
+            },
+        }),
+    );
+    let name = unique("sender");
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "en"));
+    sender_identity::reconcile(Arc::new(env.identity(&name)), ctx)
+        .await
+        .expect("reconcile");
+    let (raw, _, _) = env.mail(&name);
+    assert!(
+        raw.contains("From: \"Platform Mail Team\" <confirm@platform.example.test>"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("Reply-To: platform-team@example.test"),
+        "{raw}"
+    );
+    assert!(!raw.contains("noreply@example.test"), "{raw}");
 }

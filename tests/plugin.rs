@@ -278,6 +278,7 @@ async fn resend_and_confirm_are_requests_the_controller_answers() {
         Some(ConfirmContext {
             key,
             base_url: None,
+            sender: Default::default(),
         }),
     );
     let controller = async {

@@ -256,6 +256,7 @@ async fn exercise(fake: &FakeApi) {
         Some(ConfirmContext {
             key: key.clone(),
             base_url: Some("https://c.example.test".into()),
+            sender: Default::default(),
         }),
     );
     let stopper = async {

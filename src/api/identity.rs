@@ -165,6 +165,10 @@ pub struct SenderIdentitySpec {
     pub write_connection_secret_to_ref: Option<ConnectionSecretRef>,
 }
 
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
 /// Where the confirmation stands.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum ConfirmationState {
@@ -191,6 +195,16 @@ pub struct ConfirmationStatus {
     /// Identifier of the current attempt (not secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt_id: Option<String>,
+    /// The relay the confirmation mail went through and where it delivers (kind,
+    /// name, host:port, TLS mode, credentials Secret). A confirmation proves delivery
+    /// through this relay only: pointing the identity at another relay, or the relay
+    /// at another destination, asks the owner again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<String>,
+    /// Wrong codes given (smtprelay.io/confirmation-code) for the current attempt;
+    /// the attempt is withdrawn after 5.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_codes: i32,
     /// Confirmation mails sent for this address.
     #[serde(default)]
     pub attempts: i32,

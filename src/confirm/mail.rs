@@ -9,7 +9,7 @@ pub const ATTEMPT_HEADER: &str = "X-SmtpRelay-Confirmation";
 /// What the mail needs to say.
 pub struct ConfirmationMail<'a> {
     pub language: Language,
-    /// The relay's default sender.
+    /// The operator's confirmation sender (--confirmation-from, --confirmation-from-name).
     pub from: Mailbox,
     pub reply_to: Mailbox,
     /// The address being confirmed. (The requester's display name is left out of the
@@ -23,8 +23,6 @@ pub struct ConfirmationMail<'a> {
     pub code: &'a str,
     /// Human-readable validity, e.g. "24h".
     pub ttl: &'a str,
-    /// The relay's custom headers.
-    pub headers: Vec<(String, String)>,
 }
 
 /// Build the confirmation mail.
@@ -79,8 +77,8 @@ pub fn build(m: &ConfirmationMail<'_>) -> Outgoing {
             )
         }
     };
-    let mut headers = m.headers.clone();
-    headers.push((ATTEMPT_HEADER.to_string(), m.attempt_id.to_string()));
+    // Only our own header: a relay's customHeaders are the requester's text.
+    let headers = vec![(ATTEMPT_HEADER.to_string(), m.attempt_id.to_string())];
     Outgoing {
         from: m.from.clone(),
         reply_to: m.reply_to.clone(),
@@ -186,7 +184,6 @@ mod tests {
             link,
             code: "ABCD-EFGH",
             ttl: "24h",
-            headers: vec![("X-Campaign".into(), "c".into())],
         })
     }
 
@@ -198,9 +195,10 @@ mod tests {
                 Some("https://c.example.test/confirm/team/sales/TOKEN".into()),
             );
             assert_eq!(m.to, "sales@example.test");
-            assert!(
-                m.headers
-                    .contains(&(ATTEMPT_HEADER.into(), "a1b2c3".into()))
+            assert_eq!(
+                m.headers,
+                vec![(ATTEMPT_HEADER.into(), "a1b2c3".into())],
+                "no header but ours"
             );
             let (link, code) = parse(&m.text);
             assert_eq!(

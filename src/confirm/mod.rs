@@ -145,6 +145,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Stable name, for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::NoAttempt => "NoAttempt",
+            Refusal::Expired => "Expired",
+            Refusal::AlreadyConfirmed => "AlreadyConfirmed",
+            Refusal::Mismatch => "Mismatch",
+        }
+    }
+
     pub fn explain(self) -> &'static str {
         match self {
             Refusal::NoAttempt => "no confirmation is pending",

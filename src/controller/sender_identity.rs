@@ -33,6 +33,15 @@ const NAMESPACE_LOOKUP_FAILED: &str = "NamespaceLookupFailed";
 pub const MAX_ATTEMPTS_PER_DAY: usize = 5;
 /// Wait before retrying a confirmation mail the relay did not accept.
 pub const SEND_RETRY: Duration = Duration::from_secs(60);
+/// Wrong codes accepted for one attempt before it is withdrawn.
+pub const MAX_FAILED_CODES: i32 = 5;
+/// Reason once an attempt is withdrawn after too many wrong codes.
+pub const CODE_ATTEMPTS_EXHAUSTED: &str = "CodeAttemptsExhausted";
+
+/// Was the current attempt withdrawn for wrong codes?
+pub fn locked_out(c: &ConfirmationStatus) -> bool {
+    c.state == ConfirmationState::Expired && c.failed_codes >= MAX_FAILED_CODES
+}
 
 /// Identity condition types.
 pub mod conditions {
@@ -90,6 +99,43 @@ pub struct RelayView {
     /// May identities on this relay skip confirmation? (Always for a namespaced
     /// SmtpRelay, whose owner is the identity's namespace; ClusterSmtpRelays opt in.)
     pub unconfirmed_allowed: bool,
+    /// The relay and its destination, as a confirmation is bound to them.
+    pub binding: String,
+}
+
+/// What a confirmation is bound to: the relay (kind, namespace, name) and where it
+/// delivers (host, port, TLS mode, credentials Secret). Title, sender names, headers
+/// or verification settings do not change it.
+pub fn relay_binding(
+    kind: RelayKindRef,
+    namespace: Option<&str>,
+    name: &str,
+    spec: &SmtpRelaySpec,
+    secret_namespace: &str,
+) -> String {
+    let relay = match namespace {
+        Some(ns) => format!("{kind:?} {ns}/{name}"),
+        None => format!("{kind:?} {name}"),
+    };
+    let port = spec
+        .port
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| spec.tls.mode.default_port().to_string());
+    let credentials = match &spec.auth {
+        Some(a) => {
+            let r = &a.credentials_secret_ref;
+            format!(
+                "credentials {}/{}",
+                r.namespace.as_deref().unwrap_or(secret_namespace),
+                r.name
+            )
+        }
+        None => "no credentials".into(),
+    };
+    format!(
+        "{relay} via {}:{port} ({:?}, {credentials})",
+        spec.host, spec.tls.mode
+    )
 }
 
 /// Build the view of a relay from its spec and status.
@@ -100,6 +146,7 @@ pub fn relay_view(
     status: Option<&SmtpRelayStatus>,
     publishing_allowed: bool,
     unconfirmed_allowed: bool,
+    binding: String,
 ) -> RelayView {
     let ready = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == types::READY));
     let not_ready = match ready {
@@ -120,6 +167,7 @@ pub fn relay_view(
         default_sender: spec.default_sender.clone(),
         publishing_allowed,
         unconfirmed_allowed,
+        binding,
     }
 }
 
@@ -207,9 +255,24 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     let last_resend = previous
         .as_ref()
         .and_then(|c| c.last_resend_request.clone());
-    // A confirmation is about one address: a new address starts from scratch.
+    // A confirmation is about one address, proven through one relay and destination:
+    // a new address, relay or destination starts from scratch (the mail that proved
+    // ownership must have travelled through the relay the identity now uses).
+    let binding = f.relay.as_ref().ok().map(|r| r.binding.as_str());
+    let same_binding = |c: &ConfirmationStatus| {
+        c.state == ConfirmationState::NotRequired
+            || c.attempt_id.is_none()
+            || binding.is_none_or(|b| c.relay.as_deref() == Some(b))
+    };
     let mut c = match previous.filter(|c| c.address == address) {
-        Some(c) => c,
+        Some(c) if same_binding(&c) => c,
+        // Same address, another relay or destination: mails already sent still count.
+        Some(c) => ConfirmationStatus {
+            address: address.into(),
+            attempts: c.attempts,
+            last_resend_request: last_resend,
+            ..Default::default()
+        },
         None => ConfirmationStatus {
             address: address.into(),
             last_resend_request: last_resend,
@@ -249,8 +312,19 @@ pub fn plan(f: &Facts<'_>) -> Plan {
     }
     if let Some(code) = f.code_annotation {
         let result = confirm::check(&c, address, f.key, CODE, code, f.now);
-        if result.is_ok() {
-            c = confirm::confirmed(&c, f.now);
+        match result {
+            Ok(()) => c = confirm::confirmed(&c, f.now),
+            // Codes are short: a few wrong ones withdraw the attempt (a new mail
+            // needs smtprelay.io/resend, itself bounded per day).
+            Err(Refusal::Mismatch) => {
+                c.failed_codes = c.failed_codes.saturating_add(1);
+                if c.failed_codes >= MAX_FAILED_CODES {
+                    c.state = ConfirmationState::Expired;
+                    c.token_digest = None;
+                    c.code_digest = None;
+                }
+            }
+            Err(_) => {}
         }
         out.code = Some(result);
     }
@@ -309,6 +383,8 @@ pub fn plan(f: &Facts<'_>) -> Plan {
             );
             c.sent_at = None;
             c.send_failure = None;
+            c.failed_codes = 0;
+            c.relay = binding.map(str::to_string);
             c.expires_at = Some(rfc3339(expires));
             c.attempts = c.attempts.saturating_add(1);
             c.recent_attempts.push(rfc3339(f.now));
@@ -429,6 +505,14 @@ pub fn desired_conditions(
             "Sent",
             format!("confirmation mail sent to {}", c.address),
         ),
+        ConfirmationState::Expired if locked_out(c) => d(
+            conditions::CONFIRMATION_SENT,
+            False,
+            CODE_ATTEMPTS_EXHAUSTED,
+            format!(
+                "{MAX_FAILED_CODES} wrong codes were given: the attempt is withdrawn; annotate {RESEND_ANNOTATION} with a new value to send a new one"
+            ),
+        ),
         ConfirmationState::Expired => d(
             conditions::CONFIRMATION_SENT,
             False,
@@ -492,6 +576,23 @@ pub fn desired_conditions(
             True,
             "NotRequired",
             "confirmation is not required".into(),
+        ),
+        (ConfirmationState::Expired, _) if locked_out(c) => d(
+            conditions::CONFIRMED,
+            False,
+            CODE_ATTEMPTS_EXHAUSTED,
+            format!("{MAX_FAILED_CODES} wrong codes were given"),
+        ),
+        // A wrong code leaves the attempt pending (the Ready summary does not flap,
+        // so guessing raises no Event); the count of tries left is in the message.
+        (ConfirmationState::Pending, Some(Err(Refusal::Mismatch))) => d(
+            conditions::CONFIRMED,
+            False,
+            "Pending",
+            format!(
+                "the code in {CODE_ANNOTATION} was wrong ({} of {MAX_FAILED_CODES} tries used); waiting for the owner of {} to open the link or give the code",
+                c.failed_codes, c.address
+            ),
         ),
         (_, Some(Err(refusal))) => d(
             conditions::CONFIRMED,
@@ -719,6 +820,13 @@ async fn observe_relay(
                 "RelayNotFound",
                 format!("SmtpRelay {namespace}/{} does not exist", r.name),
             ))?;
+            let binding = relay_binding(
+                RelayKindRef::SmtpRelay,
+                Some(namespace),
+                &r.name,
+                &relay.spec,
+                namespace,
+            );
             let view = relay_view(
                 RelayKindRef::SmtpRelay,
                 &r.name,
@@ -726,6 +834,7 @@ async fn observe_relay(
                 relay.status.as_ref(),
                 true,
                 true,
+                binding,
             );
             Ok((view, Some(relay), None))
         }
@@ -772,6 +881,13 @@ async fn observe_relay(
                     ));
                 }
             }
+            let binding = relay_binding(
+                RelayKindRef::ClusterSmtpRelay,
+                None,
+                &cluster.name_any(),
+                &cluster.spec.relay,
+                &ctx.settings.operator_namespace,
+            );
             let view = relay_view(
                 RelayKindRef::ClusterSmtpRelay,
                 &cluster.name_any(),
@@ -779,6 +895,7 @@ async fn observe_relay(
                 cluster.status.as_ref(),
                 cluster.spec.allow_credential_publishing,
                 cluster.spec.allow_unconfirmed_senders,
+                binding,
             );
             Ok((view, None, Some(cluster)))
         }
@@ -911,19 +1028,22 @@ async fn reconcile_in_span(
             Err(_) => (None, None),
         };
         let outcome = match relay_target(&ctx, relay.as_deref(), cluster.as_deref()).await {
-            Ok((mut target, _, headers)) => {
-                let view = relay_view_result.as_ref().ok();
-                let from = view.map(|v| v.default_sender.clone());
-                // Replies go to the relay's side, never to an address the requester
-                // chose: a requester's replyTo would let them phish the code.
-                let reply_to = view
-                    .and_then(|v| {
-                        v.no_reply
-                            .clone()
-                            .or_else(|| Some(v.default_sender.clone()))
-                    })
-                    .map(|m| m.address)
-                    .unwrap_or_default();
+            Ok((mut target, _, _relay_headers)) => {
+                // From, its display name, Reply-To and headers are the operator's:
+                // nothing in this mail is text the requester chose (the relay's
+                // default sender address is used only when no --confirmation-from is
+                // configured, since the relay must accept the sender).
+                let sender = &confirm_ctx.sender;
+                let from_address = sender.from.clone().unwrap_or_else(|| {
+                    relay_view_result
+                        .as_ref()
+                        .map(|v| v.default_sender.address.clone())
+                        .unwrap_or_default()
+                });
+                let reply_to = sender
+                    .reply_to
+                    .clone()
+                    .unwrap_or_else(|| from_address.clone());
                 let link = confirm_ctx
                     .base_url
                     .as_deref()
@@ -932,8 +1052,8 @@ async fn reconcile_in_span(
                 let mail = confirm::mail::build(&confirm::mail::ConfirmationMail {
                     language: spec.confirmation.language,
                     from: smtp::Mailbox {
-                        name: from.as_ref().and_then(|f| f.name.clone()),
-                        address: from.map(|f| f.address).unwrap_or_default(),
+                        name: Some(sender.from_name.clone()),
+                        address: from_address,
                     },
                     reply_to: smtp::Mailbox {
                         name: None,
@@ -945,7 +1065,6 @@ async fn reconcile_in_span(
                     link,
                     code: &fresh.code,
                     ttl: &spec.confirmation.ttl,
-                    headers,
                 });
                 target.message = Some(mail);
                 let _permit = ctx.limiter.acquire(&target.host).await;
@@ -1084,16 +1203,24 @@ async fn reconcile_in_span(
     if p.code.is_some() {
         remove_annotation(&ctx, &namespace, &name, CODE_ANNOTATION).await?;
         if let Some(Err(refusal)) = &p.code {
-            publish(
-                &ctx,
-                identity.as_ref(),
-                &relay::Transition {
-                    warning: true,
-                    reason: "CodeRejected".into(),
-                    note: refusal.explain().into(),
-                },
-            )
-            .await;
+            // Logged and counted every time; an Event only when the attempt is
+            // withdrawn (guessing must not flood the namespace's events).
+            ctx.metrics.refused("code", refusal.name());
+            tracing::info!(%namespace, %name, reason = refusal.name(), failed_codes = p.confirmation.failed_codes, "confirmation code refused");
+            if *refusal == Refusal::Mismatch && locked_out(&p.confirmation) {
+                publish(
+                    &ctx,
+                    identity.as_ref(),
+                    &relay::Transition {
+                        warning: true,
+                        reason: CODE_ATTEMPTS_EXHAUSTED.into(),
+                        note: format!(
+                            "{MAX_FAILED_CODES} wrong codes: the confirmation attempt is withdrawn; annotate {RESEND_ANNOTATION} for a new mail"
+                        ),
+                    },
+                )
+                .await;
+            }
         } else {
             ctx.metrics.confirmations_completed.inc();
         }
@@ -1336,6 +1463,7 @@ mod tests {
             },
             publishing_allowed: true,
             unconfirmed_allowed: true,
+            binding: "SmtpRelay team/corporate via smtp.example.test:587 (StartTls, credentials team/creds)".into(),
         })
     }
 
@@ -1469,6 +1597,47 @@ mod tests {
     }
 
     #[test]
+    fn a_binding_changes_with_the_destination_only() {
+        let spec: SmtpRelaySpec = serde_json::from_value(serde_json::json!({
+            "host": "smtp.example.test", "defaultSender": {"address": "a@example.test"},
+            "auth": {"credentialsSecretRef": {"name": "creds"}}}))
+        .expect("spec");
+        let bind = |s: &SmtpRelaySpec| {
+            relay_binding(RelayKindRef::SmtpRelay, Some("team"), "corp", s, "team")
+        };
+        let base = bind(&spec);
+        assert_eq!(
+            base,
+            "SmtpRelay team/corp via smtp.example.test:587 (StartTls, credentials team/creds)"
+        );
+        let mut same = spec.clone();
+        same.title = Some("renamed".into());
+        same.default_sender.name = Some("Other name".into());
+        same.port = Some(587);
+        assert_eq!(bind(&same), base, "cosmetic changes and explicit defaults");
+        let changes: [fn(&mut SmtpRelaySpec); 5] = [
+            |s| s.host = "mx.attacker.test".into(),
+            |s| s.port = Some(2525),
+            |s| s.tls.mode = crate::api::TlsMode::None,
+            |s| s.auth = None,
+            |s| {
+                if let Some(a) = s.auth.as_mut() {
+                    a.credentials_secret_ref.name = "other".into();
+                }
+            },
+        ];
+        for change in changes {
+            let mut s = spec.clone();
+            change(&mut s);
+            assert_ne!(bind(&s), base);
+        }
+        assert_ne!(
+            relay_binding(RelayKindRef::ClusterSmtpRelay, None, "corp", &spec, "ops"),
+            base
+        );
+    }
+
+    #[test]
     fn the_code_annotation_confirms_and_a_wrong_code_is_rejected() {
         let mut w = World::new();
         let (_, fresh) = w.step("2026-01-01T00:00:00Z", None, None, true);
@@ -1476,7 +1645,7 @@ mod tests {
         assert_eq!(p.code, Some(Err(Refusal::Mismatch)));
         assert_eq!(
             w.condition(conditions::CONFIRMED),
-            (ConditionStatus::False, "CodeRejected".into())
+            (ConditionStatus::False, "Pending".into())
         );
         let (p, _) = w.step(
             "2026-01-01T00:11:00Z",

@@ -413,7 +413,7 @@ def deployment_default() -> str:
     check(c["image"] == "ghcr.io/smtp-relay-operator/smtp-relay-operator:0.1.0", f"image {c['image']}")
     check(c["imagePullPolicy"] == "IfNotPresent", "pullPolicy")
     check(c["args"] == ["run", "--namespace=$(POD_NAMESPACE)", "--metrics-addr=0.0.0.0:8080",
-                        "--confirmation-addr=0.0.0.0:8081", "--leader-election=true",
+                        "--confirmation-addr=0.0.0.0:8081", "--confirmation-from-name=Sender address confirmation", "--leader-election=true",
                         f"--lease-name={RELEASE}", f"--confirmation-key-secret={RELEASE}-confirmation-key",
                         "--sessions-per-host=2"], f"args {c['args']}")
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
@@ -446,6 +446,10 @@ def deployment_full() -> str:
     check("--log-json" in args, "--log-json missing with logFormat json")
     check("--confirmation-base-url=https://confirm.example.com" in args, f"base URL arg missing: {args}")
     check("--trusted-proxies=10.0.0.0/8,fd00::/8" in args, f"trusted proxies arg missing: {args}")
+    for arg in ("--confirmation-from=mail-confirm@platform.example.com",
+                "--confirmation-from-name=ACME platform team",
+                "--confirmation-reply-to=platform-team@example.com"):
+        check(arg in args, f"{arg} missing: {args}")
     check("--sessions-per-host=4" in args, f"sessions-per-host: {args}")
     check(deploy["spec"]["replicas"] == 3, "replicas")
     check(c["image"] == "registry.example.com/mirror/smtp-relay-operator:0.1.0", f"image {c['image']}")
