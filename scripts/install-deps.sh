@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 packages="postfix sasl2-bin libsasl2-modules openssl ca-certificates"
 if [ "${1:-}" != "--demo" ]; then
   # Real Kubernetes API server for the tests (../shared/envtest needs etcd) and the
-  # Lua interpreter that runs the Argo CD health checks.
-  packages="$packages etcd-server lua5.4 xz-utils curl"
+  # Lua interpreters that run the Argo CD health checks (5.4, and 5.1 as Argo CD's
+  # gopher-lua speaks).
+  packages="$packages etcd-server lua5.4 lua5.1 xz-utils curl"
 fi
 
 missing=""
@@ -36,9 +37,10 @@ if [ -n "$missing" ]; then
 fi
 
 if [ "${1:-}" != "--demo" ]; then
-  if ! python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null; then
-    echo "install-deps: installing Python tools (tests/chart/requirements.txt)" >&2
-    python3 -m pip install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
+  if ! python3 -c 'import helm_python, kubernetes_validate, celpy' 2>/dev/null; then
+    echo "install-deps: installing Python tools (tests/chart, tests/gitops requirements)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check \
+      -r tests/chart/requirements.txt -r tests/gitops/requirements.txt
   fi
   if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q '^clippy' \
