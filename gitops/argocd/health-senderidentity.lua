@@ -31,10 +31,8 @@
 --                      annotation is removed at once and the same link and code stay
 --                      valid, so the identity is still waiting for its owner (after 5
 --                      wrong codes the attempt is withdrawn: state Expired, above)
---     RelayNotReady    RelayReady=False ONLY when the relay has never been verified:
---                      its message is exactly
---                      "<status.relay> is not Ready (NotVerified): the relay has not been verified yet"
---                      (the relay has no Ready condition yet)
+--     RelayNotVerified RelayReady=False: the relay has not been verified yet (it has
+--                      no Ready condition); a failing relay is RelayNotReady (Degraded)
 --     DailyLimitReached with confirmation.sentAt set: a resend was refused, but the
 --                      link and code mailed before are still valid (an expired one is
 --                      state Expired, above); the next reconcile shows Pending again
@@ -66,6 +64,7 @@ local WAITING = {
   CodeRejected = true,
   WaitingForRelay = true,
   Waiting = true,
+  RelayNotVerified = true,
 }
 
 local function find_condition(conditions, wanted)
@@ -167,12 +166,6 @@ if ready.reason == "DailyLimitReached" and status.confirmation ~= nil
   return hs
 end
 
-if ready.reason == "RelayNotReady" and status.relay ~= nil
-  and ready.message == status.relay .. " is not Ready (NotVerified): the relay has not been verified yet" then
-  hs.status = "Progressing"
-  hs.message = describe(ready)
-  return hs
-end
 
 hs.status = "Degraded"
 hs.message = describe(ready)

@@ -468,6 +468,17 @@ pub fn desired_conditions(
     let relay_cond = match relay {
         Err((reason, message)) => d(conditions::RELAY_READY, False, reason, message.clone()),
         Ok(r) => match (&r.not_ready, unserved_usage(&spec.usage, &r.usage)) {
+            // Not failing, only not verified yet: a wait, not a fault (GitOps tools
+            // show Progressing for it).
+            (Some((reason, _)), _) if reason == "NotVerified" => d(
+                conditions::RELAY_READY,
+                False,
+                "RelayNotVerified",
+                format!(
+                    "{} has not been verified yet; the identity waits for it",
+                    r.label
+                ),
+            ),
             (Some((reason, message)), _) => d(
                 conditions::RELAY_READY,
                 False,
@@ -1776,6 +1787,20 @@ mod tests {
         assert_eq!(
             w.condition(conditions::CONFIRMATION_SENT),
             (ConditionStatus::True, "Sent".into())
+        );
+    }
+
+    #[test]
+    fn a_relay_not_verified_yet_is_a_wait_not_a_failure() {
+        let mut w = World::new();
+        if let Ok(r) = w.relay.as_mut() {
+            r.not_ready = Some(("NotVerified".into(), "not yet".into()));
+        }
+        let (p, _) = w.step("2026-01-01T00:00:00Z", None, None, true);
+        assert!(!p.send);
+        assert_eq!(
+            w.condition(types::READY),
+            (ConditionStatus::False, "RelayNotVerified".into())
         );
     }
 
