@@ -142,20 +142,18 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
             addr: opts.confirmation_addr,
             source,
         })?;
-    let confirm_app =
-        crate::confirm::server::router(Arc::new(crate::confirm::server::ConfirmState {
-            client: client.clone(),
-            key: key.clone(),
-            limiter: crate::confirm::server::RateLimiter::new(20, 600, Duration::from_secs(60)),
-            trusted_proxies: opts.trusted_proxies.clone(),
-            metrics: Arc::clone(&metrics),
-        }));
-    tokio::spawn(async move {
-        let app = confirm_app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(confirm_listener, app).await {
-            tracing::error!(error = %e, "confirmation endpoint stopped");
-        }
-    });
+    let confirm_state = Arc::new(crate::confirm::server::ConfirmState::new(
+        client.clone(),
+        key.clone(),
+        Arc::clone(&metrics),
+        opts.trusted_proxies.clone(),
+        opts.confirmation_base_url.clone(),
+        crate::confirm::server::Limits::default(),
+    ));
+    tokio::spawn(crate::confirm::server::serve(
+        confirm_listener,
+        confirm_state,
+    ));
     probe.ready.store(true, Ordering::SeqCst);
     tracing::info!(metrics = %opts.metrics_addr, confirmation = %opts.confirmation_addr, "serving /healthz /readyz /metrics and /confirm");
 

@@ -582,3 +582,127 @@ async fn the_plugin_tests_lists_exports_and_resends() {
     })
     .await;
 }
+
+/// The security review's bypass, as a regression: confirm an address through a
+/// relay of one's own, then point the identity at a ClusterSmtpRelay that requires
+/// confirmed senders. The confirmation does not carry over: the identity is not
+/// Ready, no connection Secret holds the cluster relay's credentials, and the owner
+/// is asked again through the cluster relay.
+#[tokio::test]
+async fn a_confirmation_through_ones_own_relay_does_not_carry_to_a_cluster_relay() {
+    in_world("bypass", |w| async move {
+        let ops_secrets: Api<Secret> = Api::namespaced(w.client.clone(), &w.ops_ns);
+        apply(
+            &ops_secrets,
+            "shared",
+            secret(
+                &w.ops_ns,
+                "shared",
+                support::ROTATED_USER,
+                support::ROTATED_PASSWORD,
+            ),
+        )
+        .await;
+        let cluster: Api<ClusterSmtpRelay> = Api::all(w.client.clone());
+        let cluster_name = format!("e2e-bypass-{}", w.ns.rsplit('-').next().unwrap_or(""));
+        let mut spec = relay_spec(w.h.smtps_port, "Tls", Some("shared"));
+        spec["auth"]["credentialsSecretRef"]["namespace"] = json!(w.ops_ns);
+        spec["tls"]["caBundleRef"]["namespace"] = json!(w.ops_ns);
+        spec["allowUnconfirmedSenders"] = json!(false);
+        spec["allowCredentialPublishing"] = json!(true);
+        apply(
+            &cluster,
+            &cluster_name,
+            json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "ClusterSmtpRelay",
+                   "metadata": {"name": cluster_name}, "spec": spec}),
+        )
+        .await;
+        // The requester's own relay (here the harness stands for their server).
+        w.relay(
+            "mine",
+            relay_spec(w.h.submission_port, "StartTls", Some("good")),
+        )
+        .await;
+        let _operator = w.operator();
+        let identities = w.identities();
+        let address = format!("ceo-{}@example.test", w.ns);
+        apply(
+            &identities,
+            "ceo",
+            identity(
+                &w.ns,
+                "ceo",
+                &address,
+                "mine",
+                json!({"writeConnectionSecretToRef": {"name": "ceo-smtp"}}),
+            ),
+        )
+        .await;
+        let attempt = wait_sent(&identities, "ceo").await;
+        let mail =
+            w.h.wait_for_message(&format!("X-SmtpRelay-Confirmation: {attempt}"));
+        let (link, _) = smtp_relay_operator::confirm::mail::parse(&mail);
+        let link = link.expect("link");
+        let path = link
+            .strip_prefix(&format!("http://127.0.0.1:{}", w.confirm_port))
+            .expect("our base URL");
+        assert_eq!(
+            cluster::http_status(w.confirm_port, "POST", path).await,
+            200
+        );
+        wait_identity(&w, "ceo", ("True", "Ready")).await;
+
+        // Now the switch to the cluster relay.
+        let patch =
+            json!({"spec": {"relayRef": {"kind": "ClusterSmtpRelay", "name": cluster_name}}});
+        identities
+            .patch("ceo", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("switch relays");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let fresh = loop {
+            let i = identities.get("ceo").await.expect("get");
+            let c = i.status.as_ref().and_then(|s| s.confirmation.clone());
+            if let Some(c) = c.filter(|c| {
+                c.attempt_id.as_deref() != Some(attempt.as_str()) && c.sent_at.is_some()
+            }) {
+                break (i, c);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new confirmation after the switch: {:?}",
+                i.status
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let (i, c) = fresh;
+        assert_eq!(c.state, ConfirmationState::Pending);
+        assert!(
+            c.relay
+                .as_deref()
+                .is_some_and(|r| r.starts_with(&format!("ClusterSmtpRelay {cluster_name}"))),
+            "{:?}",
+            c.relay
+        );
+        let ready = i
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| format!("{:?}", c.status));
+        assert_eq!(ready.as_deref(), Some("False"));
+        // The new mail went through the cluster relay (its login is in Received).
+        let new_attempt = c.attempt_id.expect("attempt");
+        w.h.wait_for_message(&format!("X-SmtpRelay-Confirmation: {new_attempt}"));
+        // No Secret of the namespace carries the cluster relay's credentials.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for s in w.secrets().list(&Default::default()).await.expect("list") {
+            let text = serde_json::to_string(&s.data).expect("json");
+            assert!(
+                !text.contains(&b64(support::ROTATED_PASSWORD)),
+                "{} holds the cluster relay's password",
+                s.name_any()
+            );
+        }
+    })
+    .await;
+}

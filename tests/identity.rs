@@ -7,7 +7,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::connect_info::MockConnectInfo;
 use base64::Engine as _;
@@ -157,13 +156,17 @@ impl Env {
     }
 
     async fn http(&self, method: &str, uri: &str) -> (StatusCode, String) {
-        let state = Arc::new(confirm::server::ConfirmState {
-            client: self.ctx.client.clone(),
-            key: self.key.clone(),
-            limiter: confirm::server::RateLimiter::new(1000, 1000, Duration::from_secs(60)),
-            metrics: Arc::clone(&self.ctx.metrics),
-            trusted_proxies: vec![],
-        });
+        let state = Arc::new(confirm::server::ConfirmState::new(
+            self.ctx.client.clone(),
+            self.key.clone(),
+            Arc::clone(&self.ctx.metrics),
+            vec![],
+            Some(BASE.into()),
+            confirm::server::Limits {
+                per_client: 1000,
+                ..Default::default()
+            },
+        ));
         let app = confirm::server::router(state)
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         let path = uri.strip_prefix(BASE).unwrap_or(uri).to_string();

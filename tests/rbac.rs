@@ -299,17 +299,14 @@ async fn exercise(fake: &FakeApi) {
     elector.release().await;
 
     // The confirmation endpoint reads identities.
-    let state = Arc::new(smtp_relay_operator::confirm::server::ConfirmState {
+    let state = Arc::new(smtp_relay_operator::confirm::server::ConfirmState::new(
         client,
         key,
-        limiter: smtp_relay_operator::confirm::server::RateLimiter::new(
-            10,
-            10,
-            Duration::from_secs(60),
-        ),
-        metrics: Arc::new(Metrics::new()),
-        trusted_proxies: vec![],
-    });
+        Arc::new(Metrics::new()),
+        vec![],
+        None,
+        Default::default(),
+    ));
     let app = smtp_relay_operator::confirm::server::router(state)
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
     let req = axum::http::Request::get(format!("/confirm/{TEAM}/confirm-me/not-the-token"))

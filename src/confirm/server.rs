@@ -17,45 +17,185 @@ use axum::routing::get;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
-use super::{ConfirmKey, TOKEN, check, confirmed};
+use super::{ConfirmKey, Refusal, TOKEN, check, confirmed};
 use crate::api::{SenderIdentity, SenderIdentityStatus};
 use crate::controller::MANAGER;
 use crate::metrics::Metrics;
 
-/// Fixed-window rate limits: per client address and overall.
+/// The endpoint's bounds. Every limit is per replica.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Requests per client address per window.
+    pub per_client: u32,
+    /// API reads per identity per window; beyond it, links are checked against the
+    /// last read (a valid link still confirms; guesses cost the API server nothing).
+    pub lookups_per_identity: u32,
+    pub window: Duration,
+    /// Open connections in all.
+    pub max_connections: usize,
+    /// Open connections per client address (trusted proxies: max_connections).
+    pub max_connections_per_client: usize,
+    /// Time to send the request line and headers.
+    pub header_timeout: Duration,
+    /// Longest life of a connection (one request: no keep-alive).
+    pub connection_timeout: Duration,
+    /// API reads in flight at once (more wait their turn; none are refused).
+    pub concurrent_lookups: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_client: 20,
+            lookups_per_identity: 30,
+            window: Duration::from_secs(60),
+            max_connections: 512,
+            max_connections_per_client: 8,
+            header_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(20),
+            concurrent_lookups: 16,
+        }
+    }
+}
+
+/// Fixed-window request budget per client address.
 pub struct RateLimiter {
-    per_ip: u32,
-    global: u32,
+    per_client: u32,
     window: Duration,
-    state: Mutex<(Instant, u32, HashMap<IpAddr, u32>)>,
+    state: Mutex<(Instant, HashMap<IpAddr, u32>)>,
 }
 
 impl RateLimiter {
-    pub fn new(per_ip: u32, global: u32, window: Duration) -> Self {
+    pub fn new(per_client: u32, window: Duration) -> Self {
         RateLimiter {
-            per_ip,
-            global,
+            per_client,
             window,
-            state: Mutex::new((Instant::now(), 0, HashMap::new())),
+            state: Mutex::new((Instant::now(), HashMap::new())),
         }
     }
 
-    /// May this client make one more request now?
+    /// May this client make one more request now? (No budget is shared between
+    /// clients: many addresses together cannot spend the owner's.)
     pub fn allow(&self, ip: IpAddr) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.0.elapsed() >= self.window {
-            *s = (Instant::now(), 0, HashMap::new());
+            *s = (Instant::now(), HashMap::new());
         }
-        if s.1 >= self.global {
-            return false;
-        }
-        let count = s.2.entry(ip).or_insert(0);
-        if *count >= self.per_ip {
+        let count = s.1.entry(ip).or_insert(0);
+        if *count >= self.per_client {
             return false;
         }
         *count += 1;
-        s.1 += 1;
         true
+    }
+}
+
+/// What the endpoint last read of one identity (enough to check a link).
+#[derive(Clone)]
+struct Snapshot {
+    identity: Option<Arc<SenderIdentity>>,
+}
+
+/// Per (namespace, name): reads this window, and the last read.
+type Reads = HashMap<(String, String), (u32, Option<Snapshot>)>;
+
+/// Per-identity API reads in the current window, and the last read.
+struct IdentityBudget {
+    per_identity: u32,
+    window: Duration,
+    state: Mutex<(Instant, Reads)>,
+}
+
+enum Budget {
+    /// Read the API server.
+    Read,
+    /// Over budget: use this (possibly absent) last read.
+    Cached(Option<Snapshot>),
+}
+
+impl IdentityBudget {
+    fn new(per_identity: u32, window: Duration) -> Self {
+        IdentityBudget {
+            per_identity,
+            window,
+            state: Mutex::new((Instant::now(), HashMap::new())),
+        }
+    }
+
+    fn take(&self, namespace: &str, name: &str) -> Budget {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0.elapsed() >= self.window {
+            *s = (Instant::now(), HashMap::new());
+        }
+        let entry =
+            s.1.entry((namespace.to_string(), name.to_string()))
+                .or_insert((0, None));
+        if entry.0 >= self.per_identity {
+            return Budget::Cached(entry.1.clone());
+        }
+        entry.0 += 1;
+        Budget::Read
+    }
+
+    fn remember(&self, namespace: &str, name: &str, snapshot: Snapshot) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = s.1.get_mut(&(namespace.to_string(), name.to_string())) {
+            entry.1 = Some(snapshot);
+        }
+    }
+}
+
+/// Open connections, in all and per client address.
+pub struct Connections {
+    max: usize,
+    per_client: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One open connection; closing it (dropping this) frees its slots.
+pub struct ConnectionSlot<'a> {
+    owner: &'a Connections,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        let mut s = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 = s.0.saturating_sub(1);
+        if let Some(n) = s.1.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.1.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Connections {
+    pub fn new(max: usize, per_client: usize) -> Self {
+        Connections {
+            max,
+            per_client,
+            open: Mutex::new((0, HashMap::new())),
+        }
+    }
+
+    /// A slot for a new connection from `ip`, or None when a cap is reached.
+    /// `trusted` clients (proxies) are bound only by the total.
+    pub fn open(&self, ip: IpAddr, trusted: bool) -> Option<ConnectionSlot<'_>> {
+        let mut s = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let from_ip = s.1.get(&ip).copied().unwrap_or(0);
+        if s.0 >= self.max || (!trusted && from_ip >= self.per_client) {
+            return None;
+        }
+        s.0 += 1;
+        *s.1.entry(ip).or_insert(0) += 1;
+        Some(ConnectionSlot { owner: self, ip })
+    }
+
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 }
 
@@ -63,10 +203,43 @@ impl RateLimiter {
 pub struct ConfirmState {
     pub client: kube::Client,
     pub key: ConfirmKey,
-    pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
     /// Proxies whose X-Forwarded-For names the real client (the Ingress controller).
     pub trusted_proxies: Vec<Cidr>,
+    /// Public base URL (its origin is the only one a POST may come from).
+    pub base_url: Option<String>,
+    pub limits: Limits,
+    limiter: RateLimiter,
+    identities: IdentityBudget,
+    lookups: tokio::sync::Semaphore,
+    pub connections: Connections,
+}
+
+impl ConfirmState {
+    pub fn new(
+        client: kube::Client,
+        key: ConfirmKey,
+        metrics: Arc<Metrics>,
+        trusted_proxies: Vec<Cidr>,
+        base_url: Option<String>,
+        limits: Limits,
+    ) -> Self {
+        ConfirmState {
+            client,
+            key,
+            metrics,
+            trusted_proxies,
+            base_url,
+            limiter: RateLimiter::new(limits.per_client, limits.window),
+            identities: IdentityBudget::new(limits.lookups_per_identity, limits.window),
+            lookups: tokio::sync::Semaphore::new(limits.concurrent_lookups.max(1)),
+            connections: Connections::new(
+                limits.max_connections,
+                limits.max_connections_per_client,
+            ),
+            limits,
+        }
+    }
 }
 
 /// An IP network, e.g. 10.0.0.0/8 or fd00::/8.
@@ -133,6 +306,11 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[Cidr]) ->
         .unwrap_or(peer)
 }
 
+/// Content-Security-Policy of every page: nothing loads, nothing frames it, forms
+/// post only back here.
+pub const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'";
+
 pub fn router(state: Arc<ConfirmState>) -> Router {
     Router::new()
         .route("/confirm/{namespace}/{name}", get(landing))
@@ -145,7 +323,9 @@ pub fn router(state: Arc<ConfirmState>) -> Router {
             rate_limit,
         ))
         .with_state(state)
-        // Links carry a token: keep pages out of caches and Referer headers.
+        // The button posts nothing: a body is refused past a few bytes, unread.
+        .layer(axum::extract::DefaultBodyLimit::max(1024))
+        // Links carry a token: keep pages out of caches, Referer headers and frames.
         .layer(axum::middleware::map_response(
             |mut res: Response| async move {
                 use axum::http::{HeaderValue, header};
@@ -159,9 +339,58 @@ pub fn router(state: Arc<ConfirmState>) -> Router {
                     header::X_CONTENT_TYPE_OPTIONS,
                     HeaderValue::from_static("nosniff"),
                 );
+                h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CSP),
+                );
                 res
             },
         ))
+}
+
+/// Serve the endpoint on `listener` until the process ends: one request per
+/// connection, headers within `header_timeout`, every connection closed after
+/// `connection_timeout`, and at most `max_connections` open (per client address:
+/// `max_connections_per_client`); connections over a cap are closed at once.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<ConfirmState>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let app = router(Arc::clone(&state));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, usually: wait rather than spin.
+                tracing::warn!(error = %e, "confirmation endpoint cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = Arc::clone(&state);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let trusted = state.trusted_proxies.iter().any(|c| c.contains(peer.ip()));
+            let Some(_slot) = state.connections.open(peer.ip(), trusted) else {
+                state.metrics.refused("link", "TooManyConnections");
+                return;
+            };
+            let service = app.map_request(move |mut r: axum::extract::Request<_>| {
+                r.extensions_mut().insert(ConnectInfo(peer));
+                r
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(state.limits.header_timeout)
+                .keep_alive(false)
+                .max_buf_size(16 * 1024);
+            let conn = http.serve_connection(
+                TokioIo::new(stream),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+            let _ = tokio::time::timeout(state.limits.connection_timeout, conn).await;
+        });
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -203,7 +432,10 @@ fn too_many() -> Response {
         .into_response()
 }
 
-async fn landing() -> Response {
+async fn landing(Path((namespace, name)): Path<(String, String)>) -> Response {
+    if !plausible(&namespace, &name, "t") {
+        return refused();
+    }
     page(
         "Confirm a sender address",
         "<p>Open the link from the confirmation mail to confirm the address.</p>",
@@ -211,7 +443,9 @@ async fn landing() -> Response {
     .into_response()
 }
 
-/// Every request counts against the rate limits, before any work is done.
+/// Every request counts against its client's budget before any work is done; a
+/// POST from another site is refused (the Confirm button can be neither framed nor
+/// submitted from elsewhere).
 async fn rate_limit(
     State(st): State<Arc<ConfirmState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -222,67 +456,183 @@ async fn rate_limit(
         .headers()
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok());
-    if !st
-        .limiter
-        .allow(client_ip(peer.ip(), forwarded, &st.trusted_proxies))
-    {
+    let client = client_ip(peer.ip(), forwarded, &st.trusted_proxies);
+    if !st.limiter.allow(client) {
+        st.metrics.refused("link", "RateLimited");
+        tracing::info!(%client, path = %loggable_path(request.uri().path()), "confirmation request refused: rate limited");
         return too_many();
+    }
+    if request.method() == axum::http::Method::POST
+        && let Some(why) = cross_site(request.headers(), st.base_url.as_deref())
+    {
+        st.metrics.refused("link", "CrossSite");
+        tracing::info!(%client, path = %loggable_path(request.uri().path()), why, "confirmation refused: cross-site POST");
+        return (
+            StatusCode::FORBIDDEN,
+            page(
+                "Not allowed",
+                "<p>Confirm from the page the link opens.</p>",
+            ),
+        )
+            .into_response();
     }
     next.run(request).await
 }
 
-/// Path segments that can be a namespace, an object name and a token; anything else
-/// is refused before the API server is asked.
-fn plausible(namespace: &str, name: &str, token: &str) -> bool {
-    let object = |s: &str, max: usize| {
-        !s.is_empty()
-            && s.len() <= max
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+/// Why a POST comes from another site, if it does: `Sec-Fetch-Site: cross-site`, or
+/// an Origin other than ours (the base URL's, else the Host the request names).
+pub fn cross_site(headers: &axum::http::HeaderMap, base_url: Option<&str>) -> Option<&'static str> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("sec-fetch-site") == Some("cross-site") {
+        return Some("Sec-Fetch-Site: cross-site");
+    }
+    let origin = header("origin")?;
+    if origin == "null" {
+        return Some("opaque Origin");
+    }
+    let ours = match base_url {
+        Some(base) => origin_of(base),
+        None => header("host").map(|h| h.to_ascii_lowercase()),
     };
+    let theirs = if base_url.is_some() {
+        origin_of(origin)
+    } else {
+        // Without a base URL, compare host[:port] with the Host header.
+        origin_of(origin).and_then(|o| o.split_once("://").map(|(_, h)| h.to_string()))
+    };
+    match (ours, theirs) {
+        (Some(a), Some(b)) if a == b => None,
+        _ => Some("foreign Origin"),
+    }
+}
+
+/// scheme://host[:port] of a URL, lower-cased.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    (!host.is_empty()).then(|| format!("{scheme}://{host}").to_ascii_lowercase())
+}
+
+/// A request path as it may be logged: without the token.
+fn loggable_path(path: &str) -> String {
+    let mut parts: Vec<&str> = path.split('/').take(5).collect();
+    if parts.len() == 5 {
+        parts[4] = "<token>";
+    }
+    let p = parts.join("/");
+    p.chars().take(200).collect()
+}
+
+/// Path segments that can be a namespace (DNS label), an object name (DNS subdomain)
+/// and a token; anything else is refused before the API server is asked.
+fn plausible(namespace: &str, name: &str, token: &str) -> bool {
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    let subdomain = |s: &str| s.len() <= 253 && s.split('.').all(label);
     let token_ok = !token.is_empty()
         && token.len() <= 64
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    object(namespace, 63) && object(name, 253) && token_ok
+    label(namespace) && subdomain(name) && token_ok
 }
 
-/// Look the identity up and check the token; None for every kind of refusal.
+/// Check a token against what was read of an identity. The same work is done
+/// whether or not the identity exists or has a pending confirmation (one keyed
+/// digest check), so timing does not tell them apart.
+pub fn judge(
+    identity: Option<&SenderIdentity>,
+    key: &ConfirmKey,
+    token: &str,
+) -> Result<(), Refusal> {
+    let pending = identity.and_then(|i| {
+        i.status
+            .as_ref()
+            .and_then(|s| s.confirmation.as_ref())
+            .map(|c| (c, i.spec.address.as_str()))
+    });
+    match pending {
+        Some((c, address)) => check(c, address, key, TOKEN, token, jiff::Timestamp::now()),
+        None => {
+            // The work a real check does, against nothing that can match.
+            let _ = key.verify(TOKEN, "no-attempt", token, NO_DIGEST);
+            Err(Refusal::NoAttempt)
+        }
+    }
+}
+
+/// A well-formed digest that no token matches (used for constant work).
+const NO_DIGEST: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+/// Look the identity up and check the token; the refusal otherwise. Reads are
+/// bounded per identity: past the budget, the last read is used, so guesses cost
+/// the API server nothing while a valid link still passes.
 async fn lookup(
     st: &ConfirmState,
     namespace: &str,
     name: &str,
     token: &str,
-) -> Option<SenderIdentity> {
+) -> Result<SenderIdentity, Refusal> {
     if !plausible(namespace, name, token) {
-        return None;
+        // Same work as a real refusal.
+        let _ = judge(None, &st.key, token);
+        return Err(Refusal::NoAttempt);
     }
-    let api: Api<SenderIdentity> = Api::namespaced(st.client.clone(), namespace);
-    let identity = api.get_opt(name).await.ok()??;
-    let c = identity.status.as_ref()?.confirmation.as_ref()?;
-    check(
-        c,
-        &identity.spec.address,
-        &st.key,
-        TOKEN,
-        token,
-        jiff::Timestamp::now(),
-    )
-    .ok()?;
-    Some(identity)
+    let identity = match st.identities.take(namespace, name) {
+        Budget::Read => {
+            let _turn = st.lookups.acquire().await;
+            let api: Api<SenderIdentity> = Api::namespaced(st.client.clone(), namespace);
+            let identity = api.get_opt(name).await.ok().flatten().map(Arc::new);
+            st.identities.remember(
+                namespace,
+                name,
+                Snapshot {
+                    identity: identity.clone(),
+                },
+            );
+            identity
+        }
+        Budget::Cached(snapshot) => snapshot.and_then(|s| s.identity),
+    };
+    judge(identity.as_deref(), &st.key, token)?;
+    identity
+        .map(|i| SenderIdentity::clone(&i))
+        .ok_or(Refusal::NoAttempt)
+}
+
+/// Log and count a refused link (never with its token).
+fn refusal(st: &ConfirmState, namespace: &str, name: &str, why: Refusal) -> Response {
+    st.metrics.refused("link", why.name());
+    let (namespace, name): (String, String) = (
+        namespace.chars().take(63).collect(),
+        name.chars().take(253).collect(),
+    );
+    tracing::info!(%namespace, %name, reason = why.name(), "confirmation link refused");
+    refused()
 }
 
 async fn show(
     State(st): State<Arc<ConfirmState>>,
     Path((namespace, name, token)): Path<(String, String, String)>,
 ) -> Response {
-    let Some(identity) = lookup(&st, &namespace, &name, &token).await else {
-        return refused();
+    let identity = match lookup(&st, &namespace, &name, &token).await {
+        Ok(i) => i,
+        Err(why) => return refusal(&st, &namespace, &name, why),
     };
-    let who = match &identity.spec.display_name {
-        Some(n) => format!("{} &lt;{}&gt;", escape(n), escape(&identity.spec.address)),
-        None => escape(&identity.spec.address),
+    let who = escape(&identity.spec.address);
+    // The display name is the requester's text: shown only as theirs.
+    let requested_name = match &identity.spec.display_name {
+        Some(n) if !n.is_empty() => format!(
+            "<p>Display name given by the requester (not verified): <em>{}</em></p>",
+            escape(n)
+        ),
+        _ => String::new(),
     };
     let relay = identity
         .status
@@ -292,8 +642,8 @@ async fn show(
     page(
         "Confirm a sender address",
         &format!(
-            "<p>Applications want to send mail as <strong>{who}</strong> through {relay} \
-             (sender identity {ns}/{n}).</p>\
+            "<p>Applications in namespace <strong>{ns}</strong> want to send mail as \
+             <strong>{who}</strong> through {relay} (sender identity {ns}/{n}).</p>{requested_name}\
              <p>If this is your address and you agree, confirm it:</p>\
              <form method=\"post\"><button type=\"submit\">Confirm</button></form>\
              <p>If you did not expect this, close this page: nothing changes until you confirm.</p>",
@@ -312,9 +662,19 @@ async fn confirm(
     // Read, check, write with the read resourceVersion as a precondition; a concurrent
     // change makes the write fail and we check again against the new state.
     for _ in 0..3 {
-        let Some(identity) = lookup(&st, &namespace, &name, &token).await else {
-            return refused();
+        let identity = match lookup(&st, &namespace, &name, &token).await {
+            Ok(i) => i,
+            Err(why) => return refusal(&st, &namespace, &name, why),
         };
+        // A valid token read from the last snapshot: act on the current object.
+        let api: Api<SenderIdentity> = Api::namespaced(st.client.clone(), &namespace);
+        let identity = match api.get_opt(&name).await {
+            Ok(Some(current)) => current,
+            _ => identity,
+        };
+        if let Err(why) = judge(Some(&identity), &st.key, &token) {
+            return refusal(&st, &namespace, &name, why);
+        }
         let Some(status) = identity.status.clone() else {
             return refused();
         };
@@ -387,18 +747,116 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limits_per_client_and_overall() {
-        let l = RateLimiter::new(2, 3, Duration::from_secs(60));
+    fn rate_limits_are_per_client_only() {
+        let l = RateLimiter::new(2, Duration::from_secs(60));
         let a: IpAddr = "127.0.0.1".parse().expect("ip");
-        let b: IpAddr = "127.0.0.2".parse().expect("ip");
         assert!(l.allow(a) && l.allow(a));
         assert!(!l.allow(a), "per-client limit");
-        assert!(l.allow(b));
-        assert!(!l.allow(b), "global limit");
-        let l = RateLimiter::new(1, 10, Duration::from_millis(1));
+        // A thousand other clients spending their budgets leave everyone's intact.
+        for i in 0..1000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(l.allow(ip) && l.allow(ip));
+        }
+        let owner: IpAddr = "192.0.2.7".parse().expect("ip");
+        assert!(l.allow(owner), "no shared budget to starve the owner");
+        let l = RateLimiter::new(1, Duration::from_millis(1));
         assert!(l.allow(a));
         std::thread::sleep(Duration::from_millis(5));
         assert!(l.allow(a), "a new window");
+    }
+
+    #[test]
+    fn identity_reads_are_bounded_and_the_last_read_is_kept() {
+        let b = IdentityBudget::new(2, Duration::from_secs(60));
+        assert!(matches!(b.take("team", "sales"), Budget::Read));
+        b.remember("team", "sales", Snapshot { identity: None });
+        assert!(matches!(b.take("team", "sales"), Budget::Read));
+        assert!(matches!(b.take("team", "sales"), Budget::Cached(Some(_))));
+        assert!(
+            matches!(b.take("team", "other"), Budget::Read),
+            "per identity"
+        );
+    }
+
+    #[test]
+    fn connections_are_capped_in_all_and_per_client() {
+        let c = Connections::new(3, 2);
+        let a: IpAddr = "127.0.0.1".parse().expect("ip");
+        let b: IpAddr = "127.0.0.2".parse().expect("ip");
+        let p: IpAddr = "10.0.0.1".parse().expect("ip");
+        let a1 = c.open(a, false).expect("first");
+        let _a2 = c.open(a, false).expect("second");
+        assert!(c.open(a, false).is_none(), "per client");
+        let _b1 = c.open(b, false).expect("another client");
+        assert!(c.open(p, true).is_none(), "in all, even for a proxy");
+        drop(a1);
+        assert_eq!(c.count(), 2);
+        assert!(
+            c.open(p, true).is_some(),
+            "a closed connection frees its slot"
+        );
+    }
+
+    #[test]
+    fn cross_site_posts_are_recognised() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        let base = Some("https://confirm.example.test/");
+        assert_eq!(
+            cross_site(&h(&[]), base),
+            None,
+            "no Origin: a plain form post"
+        );
+        assert_eq!(
+            cross_site(&h(&[("origin", "https://confirm.example.test")]), base),
+            None
+        );
+        assert!(cross_site(&h(&[("origin", "https://evil.example")]), base).is_some());
+        assert!(cross_site(&h(&[("origin", "null")]), base).is_some());
+        assert!(cross_site(&h(&[("sec-fetch-site", "cross-site")]), base).is_some());
+        assert_eq!(
+            cross_site(&h(&[("sec-fetch-site", "same-origin")]), base),
+            None
+        );
+        // Without a base URL, the Host header names us.
+        assert_eq!(
+            cross_site(
+                &h(&[
+                    ("origin", "http://127.0.0.1:8081"),
+                    ("host", "127.0.0.1:8081")
+                ]),
+                None
+            ),
+            None
+        );
+        assert!(
+            cross_site(
+                &h(&[("origin", "http://evil:8081"), ("host", "127.0.0.1:8081")]),
+                None
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn tokens_never_reach_the_logs() {
+        assert_eq!(
+            loggable_path("/confirm/team/sales/SECRET-TOKEN"),
+            "/confirm/team/sales/<token>"
+        );
+        assert_eq!(loggable_path("/confirm/team/sales"), "/confirm/team/sales");
+    }
+
+    #[test]
+    fn refusals_do_the_same_work_whatever_the_identity() {
+        let key = ConfirmKey::new(b"k");
+        assert_eq!(judge(None, &key, "token"), Err(Refusal::NoAttempt));
     }
 
     #[test]
@@ -409,6 +867,12 @@ mod tests {
         assert!(!plausible("Team", "sales", "t"));
         assert!(!plausible("team", "sales", &"t".repeat(65)));
         assert!(!plausible("team", "sales", "tok en"));
+        assert!(!plausible("team", "..", "t"), "no dot segments");
+        assert!(!plausible("team", ".", "t"));
+        assert!(!plausible("team", "a..b", "t"));
+        assert!(!plausible("-team", "sales", "t"));
+        assert!(!plausible("team.x", "sales", "t"), "a namespace is a label");
+        assert!(plausible("team", "sales.v2", "t"));
     }
 
     #[test]
