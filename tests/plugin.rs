@@ -258,19 +258,27 @@ async fn resend_and_confirm_are_requests_the_controller_answers() {
     let again = plugin::resend(&client, NS, "sales").await.expect("resend");
     assert_ne!(value, again, "each resend is a new request");
 
-    // Confirm with a code: set up a pending attempt whose code we know.
+    // Confirm with a code: set up a pending attempt whose code we know, mailed
+    // through the identity's relay.
+    let relay: SmtpRelay =
+        serde_json::from_value(fake.get(&relay_path("open")).expect("relay")).expect("typed");
+    let binding = sender_identity::relay_binding(
+        smtp_relay_operator::api::RelayKindRef::SmtpRelay,
+        Some(NS),
+        "open",
+        &relay.spec,
+        NS,
+    );
     let key = ConfirmKey::new(b"plugin-test-key-plugin-test-key!");
     let secrets = Secrets::generate();
     let mut obj = fake.get(&identity_path("sales")).expect("identity");
     obj["metadata"]["annotations"] = json!({});
     obj["status"]["confirmation"] = json!({"state": "Pending", "address": "sales@example.test",
         "attemptId": secrets.attempt_id, "attempts": 1, "sentAt": "2026-01-01T00:00:00Z",
-        "expiresAt": "2099-01-01T00:00:00Z",
+        "expiresAt": "2099-01-01T00:00:00Z", "relay": binding,
         "codeDigest": key.digest(confirm::CODE, &secrets.attempt_id, &confirm::normalize_code(&secrets.code))});
     fake.put(&identity_path("sales"), obj);
     let mut relays = Writer::<SmtpRelay>::new(());
-    let relay: SmtpRelay =
-        serde_json::from_value(fake.get(&relay_path("open")).expect("relay")).expect("typed");
     relays.apply_watcher_event(&kube::runtime::watcher::Event::Apply(relay));
     let ctx = support::context(
         client.clone(),
