@@ -3,7 +3,7 @@ CARGO ?= cargo
 BIN := target/release/smtp-relay-operator
 CHART := charts/smtp-relay-operator
 
-.PHONY: help deps build crds demo test test-rust test-chart lint fmt run e2e bench harness
+.PHONY: help deps scale build crds demo test test-rust test-chart lint fmt run e2e bench harness
 
 help:
 	@echo "make demo     install what the demo needs, build, start the local demo relay, verify the bundled examples (no cluster needed)"
@@ -16,6 +16,8 @@ help:
 	@echo "make e2e      end-to-end suite against SMTP_RELAY_E2E_KUBECONFIG"
 	@echo "make bench    benchmarks (verification latency, concurrency, decision cost)"
 	@echo "make lint     cargo fmt --check and clippy -D warnings"
+	@echo "make scale    2,000 relays + 10,000 identities on a real kube-apiserver: convergence, memory, writes"
+	@echo "              (SCALE_RELAYS, SCALE_IDENTITIES, SCALE_NAMESPACES, SCALE_IDLE_SECS for smaller runs)"
 
 build:
 	$(CARGO) build --release --locked
@@ -56,6 +58,10 @@ e2e: harness
 
 bench: harness
 	$(CARGO) bench --locked --bench verification --bench memory
+
+scale: harness
+	bash scripts/install-deps.sh
+	$(CARGO) bench --locked --bench scale
 
 run:
 	$(CARGO) run --release --locked -- run

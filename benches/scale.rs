@@ -1,0 +1,408 @@
+//! `make scale`: the operator at scale on a real API server. Starts kube-apiserver +
+//! etcd (../shared/envtest) and the Postfix harness, creates N SmtpRelays (STARTTLS +
+//! AUTH, all on the harness) and M SenderIdentities that require confirmation, runs
+//! the release binary and prints: time to all relays Ready, time to all confirmation
+//! mails sent, identities still waiting, RSS peak and steady, status writes during an
+//! idle period after convergence, and SMTP sessions and status writes after a
+//! restart; plus where the time went (the operator's own metrics). A benchmark: it
+//! prints numbers and asserts nothing.
+//!
+//! SCALE_RELAYS (2000), SCALE_IDENTITIES (10000), SCALE_NAMESPACES (20),
+//! SCALE_IDLE_SECS (60), SCALE_TIMEOUT_SECS (600), SMTP_RELAY_ENVTEST (../shared/envtest).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use smtp_relay_operator::api::{SenderIdentity, SmtpRelay};
+use support::cluster::{self, Namespaces};
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// (VmRSS, VmHWM) of a process, in MiB.
+fn rss(pid: u32) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn start_operator(
+    kubeconfig: &Path,
+    metrics_port: u16,
+    confirm_port: u16,
+    log: &Path,
+) -> cluster::Operator {
+    let file = std::fs::File::create(log).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
+        .args(["run", "--namespace", "scale-ops"])
+        .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+        .arg(format!("--confirmation-addr=127.0.0.1:{confirm_port}"))
+        .arg(format!(
+            "--confirmation-base-url=http://127.0.0.1:{confirm_port}"
+        ))
+        .env("KUBECONFIG", kubeconfig)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start the release binary");
+    cluster::Operator(child)
+}
+
+/// Sum of every sample of a metric family in Prometheus text, by label set.
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return String::new();
+    };
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            rest.starts_with('{') || rest.starts_with(' ')
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// resourceVersion of every relay and identity.
+async fn versions(client: &Client) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let lp = ListParams::default();
+    for r in Api::<SmtpRelay>::all(client.clone())
+        .list(&lp)
+        .await
+        .expect("list")
+    {
+        out.insert(
+            format!("r/{}/{}", r.namespace().unwrap_or_default(), r.name_any()),
+            r.resource_version().unwrap_or_default(),
+        );
+    }
+    for i in Api::<SenderIdentity>::all(client.clone())
+        .list(&lp)
+        .await
+        .expect("list")
+    {
+        out.insert(
+            format!("i/{}/{}", i.namespace().unwrap_or_default(), i.name_any()),
+            i.resource_version().unwrap_or_default(),
+        );
+    }
+    out
+}
+
+fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> usize {
+    b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count()
+}
+
+#[tokio::main]
+async fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("scale: benchmark; run it with `make scale` (cargo bench --bench scale)");
+        return;
+    }
+    let relays_n = env_num("SCALE_RELAYS", 2000);
+    let identities_n = env_num("SCALE_IDENTITIES", 10_000);
+    let namespaces_n = env_num("SCALE_NAMESPACES", 20).max(1);
+    let idle = Duration::from_secs(env_num("SCALE_IDLE_SECS", 60) as u64);
+    let timeout = Duration::from_secs(env_num("SCALE_TIMEOUT_SECS", 600) as u64);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let envtest = std::env::var("SMTP_RELAY_ENVTEST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("../shared/envtest"));
+    let dir = root.join("target/scale-envtest");
+    let _ = Command::new(envtest.join("down.sh")).arg(&dir).status();
+    let _ = std::fs::remove_dir_all(dir.join("etcd"));
+    let out = Command::new(envtest.join("up.sh"))
+        .arg(&dir)
+        .output()
+        .expect("start ../shared/envtest/up.sh");
+    assert!(
+        out.status.success(),
+        "envtest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    struct Down(PathBuf, PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(self.0.join("down.sh")).arg(&self.1).status();
+        }
+    }
+    let _down = Down(envtest.clone(), dir.clone());
+
+    let h = support::harness();
+    let client = cluster::client(&kubeconfig).await;
+    cluster::apply_crds(&client).await;
+    println!(
+        "scale: {relays_n} SmtpRelays and {identities_n} SenderIdentities in {namespaces_n} namespaces, real kube-apiserver v1.28.7 + etcd, Postfix, 2 cores"
+    );
+
+    // The world, created before the operator starts.
+    let created = Instant::now();
+    let mut names: Vec<String> = (0..namespaces_n).map(|i| format!("scale-{i}")).collect();
+    names.push("scale-ops".into());
+    let _ns = Namespaces::create(&client, names).await;
+    let ca = String::from_utf8(h.ca_pem()).expect("ca");
+    for i in 0..namespaces_n {
+        let ns = format!("scale-{i}");
+        let pp = PostParams::default();
+        let _ = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .create(
+                &pp,
+                &serde_json::from_value(
+                    json!({"metadata": {"name": "harness-ca"}, "data": {"ca.crt": ca}}),
+                )
+                .expect("cm"),
+            )
+            .await;
+        let _ = Api::<Secret>::namespaced(client.clone(), &ns)
+            .create(&pp, &serde_json::from_value(json!({"metadata": {"name": "creds", "labels": {"smtprelay.io/credentials": "true"}},
+                "data": {"username": b64(support::USER), "password": b64(support::PASSWORD)}})).expect("secret"))
+            .await;
+    }
+    let relay_docs = (0..relays_n).map(|i| {
+        let ns = format!("scale-{}", i % namespaces_n);
+        let obj: SmtpRelay = serde_json::from_value(json!({
+            "apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
+            "metadata": {"name": format!("relay-{i}"), "namespace": ns},
+            "spec": {"title": format!("Relay {i}"), "host": "localhost", "port": h.submission_port,
+                     "tls": {"mode": "StartTls", "caBundleRef": {"kind": "ConfigMap", "name": "harness-ca"}},
+                     "auth": {"credentialsSecretRef": {"name": "creds"}},
+                     "defaultSender": {"address": format!("relay-{i}@example.test"), "name": "Scale"},
+                     "usage": ["sales", "purchasing"],
+                     "verification": {"interval": "1h", "timeout": "20s"}}})).expect("relay");
+        (ns, obj)
+    });
+    stream::iter(relay_docs)
+        .map(|(ns, obj)| {
+            let api: Api<SmtpRelay> = Api::namespaced(client.clone(), &ns);
+            async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create relays");
+    let relays_per_ns = relays_n.div_ceil(namespaces_n).max(1);
+    let identity_docs = (0..identities_n).map(|i| {
+        let n = i % namespaces_n;
+        let ns = format!("scale-{n}");
+        // A relay of the same namespace: relay-(n + k * namespaces).
+        let k = (i / namespaces_n) % relays_per_ns;
+        let relay = (n + k * namespaces_n).min(relays_n.saturating_sub(1));
+        let relay = if relay % namespaces_n == n { relay } else { n };
+        let obj: SenderIdentity = serde_json::from_value(json!({
+            "apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
+            "metadata": {"name": format!("sender-{i}"), "namespace": ns},
+            "spec": {"address": format!("sender-{i}@example.test"), "displayName": format!("Sender {i}"),
+                     "usage": ["sales"], "relayRef": {"kind": "SmtpRelay", "name": format!("relay-{relay}")},
+                     "confirmation": {"required": true, "ttl": "48h"}}})).expect("identity");
+        (ns, obj)
+    });
+    stream::iter(identity_docs)
+        .map(|(ns, obj)| {
+            let api: Api<SenderIdentity> = Api::namespaced(client.clone(), &ns);
+            async move { api.create(&PostParams::default(), &obj).await.map(|_| ()) }
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("create identities");
+    println!("created in {:.1} s", created.elapsed().as_secs_f64());
+
+    // Cold start.
+    let logs = tempfile::tempdir().expect("tempdir");
+    let metrics_port = cluster::free_port();
+    let confirm_port = cluster::free_port();
+    let started = Instant::now();
+    let operator = start_operator(
+        &kubeconfig,
+        metrics_port,
+        confirm_port,
+        &logs.path().join("first.log"),
+    );
+    let pid = operator.0.id();
+    let relays: Api<SmtpRelay> = Api::all(client.clone());
+    let identities: Api<SenderIdentity> = Api::all(client.clone());
+    let (mut t_relays, mut t_sent) = (None, None);
+    let mut peak = 0.0f64;
+    let mut waiting = identities_n;
+    let mut ready = 0;
+    while started.elapsed() < timeout && (t_relays.is_none() || t_sent.is_none()) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some((now, hwm)) = rss(pid) {
+            peak = peak.max(now).max(hwm);
+        }
+        if t_relays.is_none() {
+            let list = relays
+                .list(&ListParams::default())
+                .await
+                .expect("list relays");
+            ready = list
+                .items
+                .iter()
+                .filter(|r| {
+                    r.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|c| {
+                            c.type_ == "Ready"
+                                && c.status == smtp_relay_operator::api::ConditionStatus::True
+                        })
+                    })
+                })
+                .count();
+            if ready == relays_n {
+                t_relays = Some(started.elapsed());
+            }
+        }
+        let list = identities
+            .list(&ListParams::default())
+            .await
+            .expect("list identities");
+        waiting = list
+            .items
+            .iter()
+            .filter(|i| {
+                !i.status
+                    .as_ref()
+                    .and_then(|s| s.confirmation.as_ref())
+                    .is_some_and(|c| c.sent_at.is_some())
+            })
+            .count();
+        if waiting == 0 && t_sent.is_none() {
+            t_sent = Some(started.elapsed());
+        }
+    }
+    let metrics = scrape(metrics_port).await;
+    let secs = |d: Option<Duration>| {
+        d.map(|d| format!("{:.1} s", d.as_secs_f64()))
+            .unwrap_or_else(|| format!("not within {} s", timeout.as_secs()))
+    };
+    println!("| what | measured |");
+    println!("|---|---|");
+    println!(
+        "| all relays Ready | {} ({ready}/{relays_n}) |",
+        secs(t_relays)
+    );
+    println!("| all identities ConfirmationSent | {} |", secs(t_sent));
+    println!("| identities still waiting | {waiting} |");
+
+    // Idle: nothing is due, nothing is written.
+    let before = versions(&client).await;
+    let idle_start = Instant::now();
+    while idle_start.elapsed() < idle {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some((now, hwm)) = rss(pid) {
+            peak = peak.max(now).max(hwm);
+        }
+    }
+    let after = versions(&client).await;
+    let steady = rss(pid).map(|(now, _)| now).unwrap_or(0.0);
+    println!("| RSS peak / steady | {peak:.1} MiB / {steady:.1} MiB |");
+    println!(
+        "| status writes in the idle {} s after convergence | {} |",
+        idle.as_secs(),
+        changed(&before, &after)
+    );
+
+    // Where the time went, from the operator's metrics.
+    for kind in ["SmtpRelay", "SenderIdentity"] {
+        let sum = metric_sum(
+            &metrics,
+            &format!("smtp_relay_reconcile_duration_seconds_sum{{kind=\"{kind}\"}}"),
+        );
+        let count = metric_sum(
+            &metrics,
+            &format!("smtp_relay_reconcile_duration_seconds_count{{kind=\"{kind}\"}}"),
+        );
+        println!(
+            "| {kind} reconciles | {count:.0}, {sum:.1} s in all (mean {:.1} ms) |",
+            if count > 0.0 {
+                sum / count * 1000.0
+            } else {
+                0.0
+            }
+        );
+    }
+    let smtp_sum = metric_sum(
+        &metrics,
+        "smtp_relay_verification_step_duration_seconds_sum",
+    );
+    println!("| time in SMTP steps (all sessions) | {smtp_sum:.1} s |");
+    println!(
+        "| verification sessions | {:.0} |",
+        metric_sum(&metrics, "smtp_relay_verifications_total")
+    );
+    println!(
+        "| confirmation mails sent | {:.0} |",
+        metric_sum(&metrics, "smtp_relay_confirmation_mails_sent_total")
+    );
+
+    // Restart with everything converged.
+    drop(operator);
+    let before = versions(&client).await;
+    let metrics_port = cluster::free_port();
+    let restarted = start_operator(
+        &kubeconfig,
+        metrics_port,
+        confirm_port,
+        &logs.path().join("second.log"),
+    );
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let metrics = scrape(metrics_port).await;
+    let after = versions(&client).await;
+    let sessions = metric_sum(&metrics, "smtp_relay_verifications_total")
+        + metric_sum(&metrics, "smtp_relay_confirmation_mails_sent_total");
+    println!(
+        "| after a restart (20 s): SMTP sessions / status writes | {sessions:.0} / {} |",
+        changed(&before, &after)
+    );
+    drop(restarted);
+    let log = std::fs::read_to_string(logs.path().join("first.log")).unwrap_or_default();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        // The envtest kubeconfig skips the API server's certificate check.
+        .filter(|l| !l.contains("Server cert bypassed"))
+        .collect();
+    println!(
+        "| operator warnings and errors (first run) | {} |",
+        errors.len()
+    );
+    for line in errors.iter().take(5) {
+        println!("    {}", line.chars().take(300).collect::<String>());
+    }
+}
