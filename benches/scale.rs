@@ -296,10 +296,10 @@ async fn main() {
             .items
             .iter()
             .filter(|i| {
-                !i.status
+                i.status
                     .as_ref()
                     .and_then(|s| s.confirmation.as_ref())
-                    .is_some_and(|c| c.sent_at.is_some())
+                    .is_none_or(|c| c.sent_at.is_none())
             })
             .count();
         if waiting == 0 && t_sent.is_none() {
