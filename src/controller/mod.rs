@@ -15,7 +15,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -386,16 +386,58 @@ pub async fn run(
 ) {
     let relays: Api<SmtpRelay> = Api::all(client.clone());
     let cluster_relays: Api<ClusterSmtpRelay> = Api::all(client.clone());
+    let identities: Api<SenderIdentity> = Api::all(client.clone());
     let secrets: Api<PartialObjectMeta<Secret>> = Api::all(client.clone());
     let config_maps: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
 
-    let relay_controller = Controller::new(relays, watcher::Config::default().any_semantic());
-    let cluster_controller = Controller::new(
-        cluster_relays.clone(),
-        watcher::Config::default().any_semantic(),
-    );
-    let relay_store = relay_controller.store();
-    let cluster_store = cluster_controller.store();
+    // One reflector per kind, shared by every controller that reads or is woken by
+    // that kind: a controller woken by a change reads the same cache that changed,
+    // already updated (two caches of one kind could wake an identity before its
+    // relay's Ready status reached the cache it reads).
+    let (relay_store, relay_writer) = reflector::store_shared(SHARED_BUFFER);
+    let (cluster_store, cluster_writer) = reflector::store_shared(SHARED_BUFFER);
+    let (identity_store, identity_writer) = reflector::store_shared(SHARED_BUFFER);
+    let (
+        Some(relay_events),
+        Some(relay_events_for_identities),
+        Some(cluster_events),
+        Some(cluster_events_for_claims),
+        Some(cluster_events_for_identities),
+        Some(identity_events),
+    ) = (
+        relay_writer.subscribe(),
+        relay_writer.subscribe(),
+        cluster_writer.subscribe(),
+        cluster_writer.subscribe(),
+        cluster_writer.subscribe(),
+        identity_writer.subscribe(),
+    )
+    else {
+        tracing::error!("shared reflectors refused a subscriber; not starting the controllers");
+        return;
+    };
+    let cfg = watcher::Config::default().any_semantic();
+    let relay_reflector = watcher(relays, cfg.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect_shared(relay_writer)
+        .take_until(wait_for(shutdown.clone()))
+        .for_each(|_| futures::future::ready(()));
+    let cluster_reflector = watcher(cluster_relays, cfg.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect_shared(cluster_writer)
+        .take_until(wait_for(shutdown.clone()))
+        .for_each(|_| futures::future::ready(()));
+    let identity_reflector = watcher(identities, cfg)
+        .default_backoff()
+        .modify(slim)
+        .reflect_shared(identity_writer)
+        .take_until(wait_for(shutdown.clone()))
+        .for_each(|_| futures::future::ready(()));
+
+    let relay_controller = Controller::for_shared_stream(relay_events, relay_store.clone());
+    let cluster_controller = Controller::for_shared_stream(cluster_events, cluster_store.clone());
 
     let _ = stores.set(Stores {
         relays: relay_store.clone(),
@@ -460,12 +502,11 @@ pub async fn run(
             cm_events(),
             referencing(cluster_store.clone(), CmKind, default_ns),
         )
-        .watches(
-            cluster_relays,
-            watcher::Config::default(),
-            move |changed: ClusterSmtpRelay| {
+        .watches_shared_stream(
+            cluster_events_for_claims,
+            move |changed: Arc<ClusterSmtpRelay>| {
                 // The changed relay has its own reconcile; re-queueing it here would
-                // run it again from a cache that may not have caught up yet.
+                // only run it twice.
                 let changed = changed.name_any();
                 claimers
                     .state()
@@ -489,10 +530,8 @@ pub async fn run(
 
     // SenderIdentities: reconciled on their own changes and on any change of the relay
     // they use (its status turns Ready, its credentials rotate).
-    let identities: Api<SenderIdentity> = Api::all(client.clone());
     let identity_controller =
-        Controller::new(identities, watcher::Config::default().any_semantic());
-    let identity_store = identity_controller.store();
+        Controller::for_shared_stream(identity_events, identity_store.clone());
     let by_relay = identity_store.clone();
     let by_cluster_relay = identity_store;
     let identity_run = async {
@@ -501,30 +540,25 @@ pub async fn run(
         }
         identity_controller
             .with_config(controller_config.clone())
-            .watches(
-                Api::<SmtpRelay>::all(client.clone()),
-                watcher::Config::default(),
-                move |r| {
-                    let (ns, name) = (r.namespace(), r.name_any());
-                    by_relay
-                        .state()
-                        .into_iter()
-                        .filter(|i| {
-                            sender_identity::uses_relay(
-                                i,
-                                RelayKindRef::SmtpRelay,
-                                ns.as_deref(),
-                                &name,
-                            )
-                        })
-                        .map(|i| ObjectRef::from_obj(&*i))
-                        .collect::<Vec<_>>()
-                },
-            )
-            .watches(
-                Api::<ClusterSmtpRelay>::all(client.clone()),
-                watcher::Config::default(),
-                move |r| {
+            .watches_shared_stream(relay_events_for_identities, move |r: Arc<SmtpRelay>| {
+                let (ns, name) = (r.namespace(), r.name_any());
+                by_relay
+                    .state()
+                    .into_iter()
+                    .filter(|i| {
+                        sender_identity::uses_relay(
+                            i,
+                            RelayKindRef::SmtpRelay,
+                            ns.as_deref(),
+                            &name,
+                        )
+                    })
+                    .map(|i| ObjectRef::from_obj(&*i))
+                    .collect::<Vec<_>>()
+            })
+            .watches_shared_stream(
+                cluster_events_for_identities,
+                move |r: Arc<ClusterSmtpRelay>| {
                     let name = r.name_any();
                     by_cluster_relay
                         .state()
@@ -555,7 +589,28 @@ pub async fn run(
             .await;
     };
 
-    futures::join!(relay_run, cluster_run, identity_run);
+    futures::join!(
+        relay_reflector,
+        cluster_reflector,
+        identity_reflector,
+        relay_run,
+        cluster_run,
+        identity_run
+    );
+}
+
+/// Events a shared reflector keeps for its slowest subscriber before it waits.
+const SHARED_BUFFER: usize = 1024;
+
+/// What the caches keep of an object: not metadata.managedFields (more than half of
+/// an object as the API server serves it) nor kubectl's last-applied copy of the
+/// spec; the operator reads neither.
+pub fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Resolves when the shutdown flag is raised (or its sender is gone).
