@@ -147,7 +147,7 @@ async fn the_chart_rbac_runs_two_replicas_and_one_takes_over() {
     let Some(kubeconfig) = cluster::kubeconfig_path() else {
         return;
     };
-    let _turn = cluster::exclusive();
+    let _turn = cluster::exclusive().await;
     let client = cluster::client(&kubeconfig).await;
     cluster::apply_crds(&client).await;
     let id = cluster::rand_id();

@@ -105,7 +105,7 @@ where
     let Some(kubeconfig) = cluster::kubeconfig_path() else {
         return;
     };
-    let _turn = cluster::exclusive();
+    let _turn = cluster::exclusive().await;
     let client = cluster::client(&kubeconfig).await;
     cluster::apply_crds(&client).await;
     let id = cluster::rand_id();

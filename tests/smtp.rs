@@ -21,6 +21,7 @@ fn target(port: u16, security: Security) -> Target {
         credentials: None,
         message: None,
         timeout: Duration::from_secs(10),
+        destinations: support::loopback_destinations(),
     }
 }
 
