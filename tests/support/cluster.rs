@@ -198,6 +198,8 @@ pub fn start_operator(kubeconfig: &PathBuf, operator_ns: &str, confirm_port: u16
         .args(["--metrics-addr", "127.0.0.1:0"])
         .args(["--confirmation-addr", &confirm_addr])
         .args(["--confirmation-base-url", &base_url])
+        // The test relays are on loopback, which the default policy refuses.
+        .arg("--allowed-destinations=127.0.0.0/8")
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,smtp_relay_operator=debug")
         .stdout(Stdio::inherit())
