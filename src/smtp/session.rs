@@ -883,6 +883,43 @@ mod tests {
         assert!(parse_reply(&[0xff, 0xfe, b'\n']).is_err());
     }
 
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a server sends, the parser answers: a reply, "more", or an error.
+        #[test]
+        fn any_bytes_are_an_answer(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(Some((reply, used))) = parse_reply(&bytes) {
+                prop_assert!(used <= bytes.len());
+                prop_assert!((100..1000).contains(&reply.code));
+                let _ = reply.text();
+            }
+        }
+
+        /// A well-formed reply of any number of lines reads back as written, and the
+        /// bytes after it are left for the next reply.
+        #[test]
+        fn well_formed_replies_read_back(
+            code in 200u16..600,
+            lines in prop::collection::vec("[ -~]{0,40}", 1..8),
+            rest in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut raw = Vec::new();
+            for (i, l) in lines.iter().enumerate() {
+                let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                raw.extend_from_slice(format!("{code}{sep}{l}\r\n").as_bytes());
+            }
+            let used_expected = raw.len();
+            raw.extend_from_slice(&rest);
+            let (reply, used) = parse_reply(&raw).expect("valid").expect("complete");
+            prop_assert_eq!(reply.code, code);
+            prop_assert_eq!(reply.lines.len(), lines.len());
+            prop_assert_eq!(used, used_expected);
+        }
+    }
+
     #[test]
     fn durations_read_well() {
         assert_eq!(human_duration(Duration::from_secs(30)), "30s");
