@@ -43,26 +43,74 @@ fn printable(c: char) -> bool {
         | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}')
 }
 
-/// Read every document of a YAML (or JSON) text.
-pub fn documents(text: &str) -> Result<Vec<Document>, YamlError> {
+/// One document of a file as kubectl's YAML reader cuts them: the lines between
+/// two separator lines (`---`, optionally followed by spaces or a comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk<'a> {
+    /// 1-based, in file order; empty documents are not counted (kubectl skips them).
+    pub number: usize,
+    /// Line of the file where the document starts (1-based).
+    pub line: usize,
+    pub text: &'a str,
+}
+
+/// Cut a file into documents as kubectl does (a leading byte order mark skipped).
+/// A separator line with anything but a comment after `---` is refused, as kubectl
+/// refuses it.
+pub fn split(text: &str) -> Result<Vec<Chunk<'_>>, YamlError> {
+    fn push<'a>(out: &mut Vec<Chunk<'a>>, body: &'a str, line: usize) {
+        if !body.is_empty() {
+            out.push(Chunk {
+                number: out.len() + 1,
+                line,
+                text: body,
+            });
+        }
+    }
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1usize;
+    let mut offset = 0usize;
+    let mut line_no = 0usize;
+    for line in text.split_inclusive('\n') {
+        line_no += 1;
+        if let Some(rest) = line.strip_prefix("---") {
+            let rest = rest.trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                return Err(YamlError {
+                    document: out.len() + 1,
+                    message: format!(
+                        "invalid YAML document separator on line {line_no}: {:?} (kubectl only allows a comment after ---)",
+                        crate::table::clip(rest, 32)
+                    ),
+                });
+            }
+            push(&mut out, &text[start..offset], start_line);
+            start = offset + line.len();
+            start_line = line_no + 1;
+        }
+        offset += line.len();
+    }
+    push(&mut out, &text[start..], start_line);
+    Ok(out)
+}
+
+/// Read one document (null when it holds no content).
+pub fn parse(chunk: &Chunk<'_>) -> Result<Value, YamlError> {
+    let fail = |message: String| YamlError {
+        document: chunk.number,
+        message,
+    };
+    let text = chunk.text;
     // go-yaml refuses a stream with a raw control character anywhere (escaped in a
     // double-quoted string, it is content), and reads a raw NEL as a line break.
     if let Some((at, c)) = text.char_indices().find(|(_, c)| !printable(*c)) {
-        let before = &text[..at];
-        let line = before.matches('\n').count() + 1;
-        let document = 1 + before
-            .split('\n')
-            .skip(1)
-            .filter(|l| l.starts_with("---"))
-            .count();
-        return Err(YamlError {
-            document,
-            message: format!(
-                "not valid YAML: control characters are not allowed (U+{:04X} on line {line}; escape it in a double-quoted string)",
-                u32::from(c)
-            ),
-        });
+        let line = chunk.line + text[..at].matches('\n').count();
+        return Err(fail(format!(
+            "not valid YAML: control characters are not allowed (U+{:04X} on line {line}; escape it in a double-quoted string)",
+            u32::from(c)
+        )));
     }
     let text: Cow<'_, str> = if text.contains('\u{85}') {
         Cow::Owned(text.replace('\u{85}', "\n"))
@@ -71,17 +119,34 @@ pub fn documents(text: &str) -> Result<Vec<Document>, YamlError> {
     };
     let mut reader = Reader::default();
     for event in Parser::new_from_str(&text) {
-        let (event, span) = event.map_err(|e| YamlError {
-            document: reader.number.max(1),
-            message: format!("not valid YAML: {e}"),
-        })?;
-        let line = span.start.line();
-        reader.event(event, line).map_err(|message| YamlError {
-            document: reader.number.max(1),
-            message,
-        })?;
+        let (event, span) = event.map_err(|e| fail(format!("not valid YAML: {e}")))?;
+        reader
+            .event(event, chunk.line + span.start.line().saturating_sub(1))
+            .map_err(fail)?;
+        if !reader.done.is_empty() {
+            // kubectl decodes the first document of what it cut.
+            break;
+        }
     }
-    Ok(reader.done)
+    Ok(reader
+        .done
+        .into_iter()
+        .next()
+        .map(|d| d.value)
+        .unwrap_or(Value::Null))
+}
+
+/// Read every document of a YAML (or JSON) text, as kubectl cuts and reads them.
+pub fn documents(text: &str) -> Result<Vec<Document>, YamlError> {
+    split(text)?
+        .iter()
+        .map(|c| {
+            Ok(Document {
+                number: c.number,
+                value: parse(c)?,
+            })
+        })
+        .collect()
 }
 
 /// A collection being built.
@@ -709,12 +774,19 @@ mod tests {
     fn numbered_documents_and_errors() {
         let e = documents("a: 1\n---\nb: [\n").expect_err("broken");
         assert_eq!(e.document, 2);
-        let docs = documents("---\n---\na: 1\n").expect("yaml");
+        // Cut as kubectl cuts: empty documents are not counted, a comment-only one is
+        // (and reads as null), and only a comment may follow a separator.
+        let docs = documents("---\n---\na: 1\n--- # two\n# nothing\n---\nb: 2").expect("yaml");
         assert_eq!(
             docs.iter().map(|d| d.number).collect::<Vec<_>>(),
-            vec![1, 2]
+            vec![1, 2, 3]
         );
-        assert_eq!(docs[0].value, Value::Null);
+        assert_eq!(docs[1].value, Value::Null);
+        assert_eq!(docs[2].value, json!({"b": 2}));
+        let e = documents("a: 1\n--- {b: 2}\n").expect_err("kubectl refuses it");
+        assert!(e.message.contains("invalid YAML document separator"), "{e}");
+        let e = documents("a: 1\n---\nb: 2\nb: 3\n").expect_err("duplicate");
+        assert!(e.message.starts_with("line 4:"), "{e}");
     }
 
     #[test]

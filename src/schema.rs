@@ -99,11 +99,16 @@ impl CrdValidator {
                             shape_only: true,
                             ..root
                         }
-                        .walk(sub, v, k, &mut errors);
+                        .walk(
+                            sub,
+                            v,
+                            &Path::Key(&Path::Root, k),
+                            &mut errors,
+                        );
                     }
                 }
                 _ => match property(&self.schema, k) {
-                    Some(sub) => root.walk(sub, v, k, &mut errors),
+                    Some(sub) => root.walk(sub, v, &Path::Key(&Path::Root, k), &mut errors),
                     None => errors.push(format!("{k}: field not declared in schema")),
                 },
             }
@@ -111,7 +116,12 @@ impl CrdValidator {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let normalized = normalize(&self.schema, object);
+        // Most objects have no null: no copy to make then.
+        let normalized = if has_null(object) {
+            normalize(&self.schema, object)
+        } else {
+            object.clone()
+        };
         if let Err(e) = self
             .evaluator
             .validate_compiled(&self.cel, &normalized, None)
@@ -195,6 +205,25 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
+/// Where a value is, built as the walk descends and written out only for an error.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root => f.write_str("<root>"),
+            Path::Key(Path::Root, k) => f.write_str(k),
+            Path::Key(parent, k) => write!(f, "{parent}.{k}"),
+            Path::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Walk<'a> {
     patterns: &'a HashMap<String, Result<Regex, String>>,
@@ -203,7 +232,7 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    fn walk(&self, schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    fn walk(&self, schema: &Value, value: &Value, path: &Path<'_>, errors: &mut Vec<String>) {
         let ty = schema.get("type").and_then(Value::as_str);
         let wrong_type = |errors: &mut Vec<String>, want: &str| {
             errors.push(format!(
@@ -240,7 +269,7 @@ impl Walk<'_> {
                 if !self.shape_only {
                     for req in required(schema) {
                         if !map.contains_key(req) {
-                            errors.push(format!("{}: Required value", join(path, req)));
+                            errors.push(format!("{}: Required value", Path::Key(path, req)));
                         }
                     }
                 }
@@ -251,15 +280,13 @@ impl Walk<'_> {
                     .and_then(Value::as_bool)
                     == Some(true);
                 for (k, v) in map {
+                    let at = Path::Key(path, k);
                     match props.and_then(|p| p.get(k)) {
-                        Some(sub) => self.walk(sub, v, &join(path, k), errors),
+                        Some(sub) => self.walk(sub, v, &at, errors),
                         None => match additional {
-                            Some(sub) if sub.is_object() => {
-                                self.walk(sub, v, &join(path, k), errors)
-                            }
+                            Some(sub) if sub.is_object() => self.walk(sub, v, &at, errors),
                             _ if preserve => {}
-                            _ => errors
-                                .push(format!("{}: field not declared in schema", join(path, k))),
+                            _ => errors.push(format!("{at}: field not declared in schema")),
                         },
                     }
                 }
@@ -279,7 +306,7 @@ impl Walk<'_> {
                 }
                 if let Some(sub) = schema.get("items") {
                     for (i, item) in items.iter().enumerate() {
-                        self.walk(sub, item, &format!("{path}[{i}]"), errors);
+                        self.walk(sub, item, &Path::Index(path, i), errors);
                     }
                 }
             }
@@ -291,7 +318,7 @@ impl Walk<'_> {
                     return;
                 }
                 let before = errors.len();
-                let shown = clip(s, 64);
+                let shown = || clip(s, 64);
                 let len = s.chars().count() as u64;
                 if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
                     && len > max
@@ -302,7 +329,8 @@ impl Walk<'_> {
                     && len < min
                 {
                     errors.push(format!(
-                        "{path}: Invalid value: {shown:?}: {path} in body should be at least {min} chars long"
+                        "{path}: Invalid value: {:?}: {path} in body should be at least {min} chars long",
+                        shown()
                     ));
                 }
                 if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
@@ -310,7 +338,8 @@ impl Walk<'_> {
                         // Long patterns (HOST's is thousands of characters) are cut: the
                         // field's description says what it accepts.
                         Some(Ok(re)) if !re.is_match(s) => errors.push(format!(
-                            "{path}: Invalid value: {shown:?}: {path} in body should match '{}'",
+                            "{path}: Invalid value: {:?}: {path} in body should match '{}'",
+                            shown(),
                             clip(p, 96)
                         )),
                         Some(Ok(_)) => {}
@@ -323,7 +352,8 @@ impl Walk<'_> {
                 {
                     let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
                     errors.push(format!(
-                        "{path}: Unsupported value: {shown:?}: supported values: {}",
+                        "{path}: Unsupported value: {:?}: supported values: {}",
+                        shown(),
                         list.join(", ")
                     ));
                 }
@@ -334,7 +364,8 @@ impl Walk<'_> {
                     && let Err(why) = crate::duration::parse_nanos(s)
                 {
                     errors.push(format!(
-                        "{path}: Invalid value: \"string\": type conversion error from 'string' to 'google.protobuf.Duration' evaluating rule: {message} ({shown:?}: {why})"
+                        "{path}: Invalid value: \"string\": type conversion error from 'string' to 'google.protobuf.Duration' evaluating rule: {message} ({:?}: {why})",
+                        shown()
                     ));
                 }
             }
@@ -388,11 +419,12 @@ fn duration_rule(schema: &Value) -> Option<&str> {
         })
 }
 
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
+fn has_null(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(a) => a.iter().any(has_null),
+        Value::Object(m) => m.values().any(has_null),
+        _ => false,
     }
 }
 

@@ -248,35 +248,74 @@ pub fn check_document(value: &Value, origin: &str) -> Result<Checked, Vec<String
     Ok(Checked::Other)
 }
 
+/// Read and check one document: `None` for an empty one.
+fn read_document(
+    chunk: &crate::manifest::Chunk<'_>,
+    path: &str,
+) -> Result<Option<Checked>, InputError> {
+    let refuse = |message: String| InputError::Document {
+        path: path.to_string(),
+        doc: chunk.number,
+        message,
+    };
+    let value = crate::manifest::parse(chunk).map_err(|e| refuse(e.message))?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let origin = format!("{path}#{}", chunk.number);
+    check_document(&value, &origin).map(Some).map_err(|errors| {
+        let (kind, name) = describe(&value);
+        let what = match (kind.is_empty(), name.is_empty()) {
+            (false, false) => format!("{kind} {name:?} is invalid: "),
+            (false, true) => format!("{kind} is invalid: "),
+            _ => String::new(),
+        };
+        refuse(format!("{what}{}", errors.join("; ")))
+    })
+}
+
 /// Parse one (multi-document) YAML or JSON text into `m`, refusing the first document
-/// the API server would refuse.
+/// the API server would refuse. Documents are read and checked on every core (each
+/// is independent, as kubectl cuts them); the verdict is the same as in file order.
 pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputError> {
-    let documents = crate::manifest::documents(text).map_err(|e| InputError::Document {
+    let chunks = crate::manifest::split(text).map_err(|e| InputError::Document {
         path: path.to_string(),
         doc: e.document,
         message: e.message,
     })?;
-    for doc in documents {
-        if doc.value.is_null() {
-            continue;
-        }
-        let origin = format!("{path}#{}", doc.number);
-        match check_document(&doc.value, &origin) {
-            Err(errors) => {
-                let (kind, name) = describe(&doc.value);
-                let what = match (kind.is_empty(), name.is_empty()) {
-                    (false, false) => format!("{kind} {name:?} is invalid: "),
-                    (false, true) => format!("{kind} is invalid: "),
-                    _ => String::new(),
-                };
-                return Err(InputError::Document {
-                    path: path.to_string(),
-                    doc: doc.number,
-                    message: format!("{what}{}", errors.join("; ")),
-                });
-            }
-            Ok(Checked::Relay(relay)) => m.relays.push(*relay),
-            Ok(Checked::Data {
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(chunks.len().div_ceil(64))
+        .max(1);
+    let results: Vec<Result<Option<Checked>, InputError>> = if threads == 1 {
+        chunks.iter().map(|c| read_document(c, path)).collect()
+    } else {
+        let per = chunks.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = chunks
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|c| read_document(c, path))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    for result in results {
+        match result? {
+            Some(Checked::Relay(relay)) => m.relays.push(*relay),
+            Some(Checked::Data {
                 secret,
                 namespace,
                 name,
@@ -289,7 +328,7 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
                     m.config_maps.insert(key, fetched);
                 }
             }
-            Ok(Checked::Identity | Checked::Other) => {}
+            Some(Checked::Identity | Checked::Other) | None => {}
         }
     }
     Ok(())
