@@ -37,8 +37,6 @@ pub fn kubeconfig_path() -> Option<PathBuf> {
 }
 
 /// The operator watches the whole cluster, so tests that run one take turns.
-/// (An async lock: it is held across the test's awaits, and each test has its own
-/// runtime.)
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
