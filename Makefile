@@ -14,7 +14,7 @@ help:
 	@echo "make crds     regenerate crds/ and the chart's crds/ from the Rust types"
 	@echo "make run      run the operator against the cluster in KUBECONFIG"
 	@echo "make e2e      end-to-end suite against SMTP_RELAY_E2E_KUBECONFIG"
-	@echo "make bench    benchmarks (verification latency, concurrency, decision cost)"
+	@echo "make bench    benchmarks (verification latency, concurrency, decision cost, memory, verify -f on 20,000 relays)"
 	@echo "make lint     cargo fmt --check and clippy -D warnings"
 	@echo "make scale    2,000 relays + 10,000 identities on a real kube-apiserver: convergence, memory, writes"
 	@echo "              (SCALE_RELAYS, SCALE_IDENTITIES, SCALE_NAMESPACES, SCALE_IDLE_SECS for smaller runs)"
@@ -54,10 +54,10 @@ test:
 
 # The real-API tests alone, against the cluster in SMTP_RELAY_E2E_KUBECONFIG.
 e2e: harness
-	$(CARGO) test --locked --test e2e --test real_api --test chart_cluster
+	$(CARGO) test --locked --test e2e --test real_api --test real_api_agreement --test chart_cluster
 
 bench: harness
-	$(CARGO) bench --locked --bench verification --bench memory
+	$(CARGO) bench --locked --bench verification --bench memory --bench verify_load
 
 scale: harness
 	bash scripts/install-deps.sh

@@ -101,6 +101,8 @@ async fn measure(unrelated_secrets: usize) -> (f64, f64, Duration) {
             "127.0.0.1:0",
             "--confirmation-addr",
             "127.0.0.1:0",
+            "--allowed-destinations",
+            "127.0.0.0/8",
         ])
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "warn")

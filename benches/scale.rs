@@ -63,6 +63,8 @@ fn start_operator(
         .arg(format!(
             "--confirmation-base-url=http://127.0.0.1:{confirm_port}"
         ))
+        // The relays are the Postfix harness on loopback.
+        .arg("--allowed-destinations=127.0.0.0/8")
         .env("KUBECONFIG", kubeconfig)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "warn")

@@ -63,6 +63,7 @@ fn full_target(h: &support::Harness) -> Target {
             .outgoing(),
         ),
         timeout: Duration::from_secs(10),
+        destinations: support::loopback_destinations(),
     }
 }
 
@@ -210,6 +211,7 @@ async fn main() {
         credentials: None,
         message: None,
         timeout: Duration::from_secs(2),
+        destinations: support::loopback_destinations(),
     };
     let start = Instant::now();
     let (slow, fast) = tokio::join!(smtp::verify(&tarpit), async {

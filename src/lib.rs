@@ -4,8 +4,10 @@
 pub mod api;
 pub mod confirm;
 pub mod controller;
+pub mod duration;
 pub mod http;
 pub mod leader;
+pub mod manifest;
 pub mod metrics;
 pub mod plugin;
 pub mod runtime;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use smtp_relay_operator::{api, controller, runtime, verify};
+use smtp_relay_operator::{api, controller, runtime, smtp, verify};
 
 #[derive(Parser)]
 #[command(name = "smtp-relay-operator", version, about)]
@@ -72,6 +72,18 @@ enum Command {
         /// Name of the Lease, in --namespace.
         #[arg(long, default_value = "smtp-relay-operator")]
         lease_name: String,
+        /// Destinations relays may reach although the defaults refuse them
+        /// (comma-separated CIDRs or addresses, e.g. 127.0.0.0/8 for a relay on the
+        /// node's loopback). An explicit rule wins over the defaults.
+        #[arg(long, value_delimiter = ',')]
+        allowed_destinations: Vec<smtp::Cidr>,
+        /// Destinations relays may never reach (comma-separated CIDRs or addresses).
+        #[arg(long, value_delimiter = ',')]
+        denied_destinations: Vec<smtp::Cidr>,
+        /// The cluster's service and pod ranges (comma-separated CIDRs): refused for
+        /// SmtpRelays unless allowed with --allowed-destinations.
+        #[arg(long, value_delimiter = ',')]
+        cluster_cidrs: Vec<smtp::Cidr>,
         /// Longest wait for in-flight SMTP sessions on shutdown.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         shutdown_timeout: std::time::Duration,
@@ -99,11 +111,31 @@ enum Command {
         /// Concurrent SMTP sessions per relay host.
         #[arg(long, default_value_t = 2)]
         sessions_per_host: usize,
+        /// Destinations relays may reach although the defaults refuse them
+        /// (comma-separated CIDRs or addresses, e.g. 127.0.0.0/8 for a relay on the
+        /// node's loopback). An explicit rule wins over the defaults.
+        #[arg(long, value_delimiter = ',')]
+        allowed_destinations: Vec<smtp::Cidr>,
+        /// Destinations relays may never reach (comma-separated CIDRs or addresses).
+        #[arg(long, value_delimiter = ',')]
+        denied_destinations: Vec<smtp::Cidr>,
+        /// The cluster's service and pod ranges (comma-separated CIDRs): refused for
+        /// SmtpRelays unless allowed with --allowed-destinations.
+        #[arg(long, value_delimiter = ',')]
+        cluster_cidrs: Vec<smtp::Cidr>,
     },
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    smtp_relay_operator::controller::relay::parse_duration("duration", s).map_err(|p| p.message)
+    smtp_relay_operator::duration::parse(s).map_err(|e| format!("{s:?} is not a duration: {e}"))
+}
+
+fn destination_policy(
+    allowed: Vec<smtp::Cidr>,
+    denied: Vec<smtp::Cidr>,
+    cluster: Vec<smtp::Cidr>,
+) -> std::sync::Arc<smtp::DestinationPolicy> {
+    std::sync::Arc::new(smtp::DestinationPolicy::new(allowed, denied, cluster))
 }
 
 fn init_logging(json: bool) {
@@ -139,6 +171,9 @@ async fn main() -> ExitCode {
             trusted_proxies,
             leader_election,
             lease_name,
+            allowed_destinations,
+            denied_destinations,
+            cluster_cidrs,
             shutdown_timeout,
         } => {
             init_logging(cli.log_json);
@@ -157,6 +192,11 @@ async fn main() -> ExitCode {
                     operator_namespace: namespace,
                     sessions_per_host,
                     concurrency,
+                    destinations: destination_policy(
+                        allowed_destinations,
+                        denied_destinations,
+                        cluster_cidrs,
+                    ),
                 },
                 metrics_addr,
                 confirmation_addr,
@@ -190,15 +230,20 @@ async fn main() -> ExitCode {
             secrets_from_cluster,
             operator_namespace,
             sessions_per_host,
+            allowed_destinations,
+            denied_destinations,
+            cluster_cidrs,
         } => {
-            run_verify(
-                files,
-                output,
-                secrets_from_cluster,
+            let options = verify::Options {
                 operator_namespace,
                 sessions_per_host,
-            )
-            .await
+                destinations: destination_policy(
+                    allowed_destinations,
+                    denied_destinations,
+                    cluster_cidrs,
+                ),
+            };
+            run_verify(files, output, secrets_from_cluster, options).await
         }
     }
 }
@@ -234,8 +279,7 @@ async fn run_verify(
     files: Vec<PathBuf>,
     output: Output,
     secrets_from_cluster: bool,
-    operator_namespace: String,
-    sessions_per_host: usize,
+    options: verify::Options,
 ) -> ExitCode {
     let manifests = match verify::load(&files) {
         Ok(m) => m,
@@ -258,14 +302,7 @@ async fn run_verify(
     } else {
         None
     };
-    let verdicts = verify::run(
-        manifests,
-        cluster,
-        &operator_namespace,
-        sessions_per_host,
-        |line| eprintln!("{line}"),
-    )
-    .await;
+    let verdicts = verify::run(manifests, cluster, &options, |line| eprintln!("{line}")).await;
     let rendered = match output {
         Output::Table => Ok(verify::render_table(&verdicts)),
         Output::Yaml => serde_yaml::to_string(&verdicts).map_err(|e| e.to_string()),

@@ -8,8 +8,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use base64::Engine as _;
-use kube::CustomResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -102,144 +100,235 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, InputError> {
     Ok(m)
 }
 
-/// Parse one (multi-document) YAML text into `m`.
-pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputError> {
-    use serde::Deserialize as _;
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let doc_no = i + 1;
-        let bad = |message: String| InputError::Document {
-            path: path.to_string(),
-            doc: doc_no,
-            message,
-        };
-        let value = Value::deserialize(doc).map_err(|e| bad(format!("not valid YAML: {e}")))?;
-        if value.is_null() {
-            continue;
-        }
-        let api_version = value
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or("");
-        let meta = value.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let namespace = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_string();
-        match (api_version, kind) {
-            ("smtprelay.io/v1alpha1", "SmtpRelay" | "ClusterSmtpRelay") => {
-                let name = name.ok_or_else(|| bad("metadata.name: Required value".into()))?;
-                let crd = if kind == "SmtpRelay" {
-                    SmtpRelay::crd()
-                } else {
-                    ClusterSmtpRelay::crd()
-                };
-                let errors = crate::schema::validate_against_crd(&crd, &value);
-                if !errors.is_empty() {
-                    return Err(bad(format!(
-                        "{kind} {name} is invalid: {}",
-                        errors.join("; ")
-                    )));
-                }
-                let generation = meta
-                    .and_then(|m| m.get("generation"))
-                    .and_then(Value::as_i64)
-                    .or(Some(1));
-                let origin = format!("{path}#{doc_no}");
-                let relay = if kind == "SmtpRelay" {
-                    let r: SmtpRelay = serde_path_to_error::deserialize(&value)
-                        .map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))?;
-                    // The CRD's CEL rule for this uses nested has(), which the offline
-                    // CEL evaluator does not handle; check it directly.
-                    if let Some(field) = r.spec.cross_namespace_refs().first() {
-                        return Err(bad(format!(
-                            "{kind} {name} is invalid: {field} {}",
-                            crate::api::NAMESPACED_REF_MESSAGE
-                        )));
-                    }
-                    FileRelay {
-                        kind: "SmtpRelay",
-                        namespace: Some(namespace),
-                        name,
-                        generation,
-                        spec: r.spec,
-                        origin,
-                    }
-                } else {
-                    let r: ClusterSmtpRelay = serde_path_to_error::deserialize(&value)
-                        .map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))?;
-                    FileRelay {
-                        kind: "ClusterSmtpRelay",
-                        namespace: None,
-                        name,
-                        generation,
-                        spec: r.spec.relay,
-                        origin,
-                    }
-                };
-                m.relays.push(relay);
+/// What a valid document is, once validated.
+#[derive(Debug)]
+pub enum Checked {
+    /// A SmtpRelay or ClusterSmtpRelay, ready to verify.
+    Relay(Box<FileRelay>),
+    /// A SenderIdentity: valid, not verified offline.
+    Identity,
+    /// A Secret or ConfigMap, as the API server would store it.
+    Data {
+        secret: bool,
+        namespace: String,
+        name: String,
+        fetched: Fetched,
+    },
+    /// A kind `verify` does not read.
+    Other,
+}
+
+/// A manifest's kind, name and namespace, for messages (clipped: they may be anything).
+fn describe(value: &Value) -> (String, String) {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = text(value.get("kind"));
+    let name = text(value.get("metadata").and_then(|m| m.get("name")));
+    (crate::table::clip(&kind, 64), crate::table::clip(&name, 64))
+}
+
+/// Validate one document as the API server would (metadata, schema, CEL rules;
+/// Secrets and ConfigMaps as their own validation does) and read it: the function
+/// `verify` refuses a document with. `origin` names it in what it returns.
+pub fn check_document(value: &Value, origin: &str) -> Result<Checked, Vec<String>> {
+    let Some(obj) = value.as_object() else {
+        return Err(vec![format!(
+            "a manifest must be a mapping with apiVersion and kind, not {}",
+            match value {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "something else",
             }
-            ("v1", "Secret" | "ConfigMap") => {
-                let name = name.ok_or_else(|| bad("metadata.name: Required value".into()))?;
-                let mut data = BTreeMap::new();
-                let binary_key = if kind == "Secret" {
-                    "data"
-                } else {
-                    "binaryData"
-                };
-                for (k, v) in value
-                    .get(binary_key)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    let text = v.as_str().unwrap_or("");
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(text.trim())
-                        .map_err(|_| bad(format!("{binary_key}.{k}: not valid base64")))?;
-                    data.insert(k.clone(), bytes);
+        )]);
+    };
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+    let meta = obj.get("metadata");
+    let text = |key: &str| {
+        meta.and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if let Some(version) = api_version.strip_prefix(&format!("{}/", crate::api::GROUP)) {
+        let validator = crate::schema::validator(kind)
+            .filter(|_| version == crate::api::VERSION)
+            .ok_or_else(|| {
+                vec![format!(
+                    "no kind {:?} is served in version {:?}",
+                    crate::table::clip(kind, 64),
+                    crate::table::clip(api_version, 64)
+                )]
+            })?;
+        let mut errors = crate::schema::validate_metadata(value, validator.namespaced());
+        let normalized = match validator.validate(value) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let normalized = normalized.unwrap_or(Value::Null);
+        let namespace = Some(text("namespace"))
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        let name = text("name");
+        let generation = meta
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .or(Some(1));
+        let read = |e: serde_path_to_error::Error<serde_json::Error>| {
+            vec![format!("{}: {}", e.path(), e.inner())]
+        };
+        return Ok(match kind {
+            "SmtpRelay" => {
+                let r: SmtpRelay = serde_path_to_error::deserialize(&normalized).map_err(read)?;
+                // The CRD's CEL rule for this uses nested has(), which the offline
+                // CEL evaluator does not handle; check it directly.
+                if let Some(field) = r.spec.cross_namespace_refs().first() {
+                    return Err(vec![format!(
+                        "{field} {}",
+                        crate::api::NAMESPACED_REF_MESSAGE
+                    )]);
                 }
-                let text_key = if kind == "Secret" {
-                    "stringData"
-                } else {
-                    "data"
-                };
-                for (k, v) in value
-                    .get(text_key)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    let s = v
-                        .as_str()
-                        .ok_or_else(|| bad(format!("{text_key}.{k}: must be a string")))?;
-                    data.insert(k.clone(), s.as_bytes().to_vec());
-                }
-                let labels = meta
-                    .and_then(|m| m.get("labels"))
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                    .collect();
-                let fetched = Fetched {
-                    data,
-                    version: String::new(),
-                    labels,
-                };
+                Checked::Relay(Box::new(FileRelay {
+                    kind: "SmtpRelay",
+                    namespace: Some(namespace),
+                    name,
+                    generation,
+                    spec: r.spec,
+                    origin: origin.to_string(),
+                }))
+            }
+            "ClusterSmtpRelay" => {
+                let r: ClusterSmtpRelay =
+                    serde_path_to_error::deserialize(&normalized).map_err(read)?;
+                Checked::Relay(Box::new(FileRelay {
+                    kind: "ClusterSmtpRelay",
+                    namespace: None,
+                    name,
+                    generation,
+                    spec: r.spec.relay,
+                    origin: origin.to_string(),
+                }))
+            }
+            _ => {
+                let _: crate::api::SenderIdentity =
+                    serde_path_to_error::deserialize(&normalized).map_err(read)?;
+                Checked::Identity
+            }
+        });
+    }
+    if api_version == "v1" && matches!(kind, "Secret" | "ConfigMap") {
+        let data = crate::schema::validate_data_object(value)?;
+        let labels = meta
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        return Ok(Checked::Data {
+            secret: kind == "Secret",
+            namespace: Some(text("namespace"))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".to_string()),
+            name: text("name"),
+            fetched: Fetched {
+                data,
+                version: String::new(),
+                labels,
+            },
+        });
+    }
+    Ok(Checked::Other)
+}
+
+/// Read and check one document: `None` for an empty one.
+fn read_document(
+    chunk: &crate::manifest::Chunk<'_>,
+    path: &str,
+) -> Result<Option<Checked>, InputError> {
+    let refuse = |message: String| InputError::Document {
+        path: path.to_string(),
+        doc: chunk.number,
+        message,
+    };
+    let value = crate::manifest::parse(chunk).map_err(|e| refuse(e.message))?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let origin = format!("{path}#{}", chunk.number);
+    check_document(&value, &origin).map(Some).map_err(|errors| {
+        let (kind, name) = describe(&value);
+        let what = match (kind.is_empty(), name.is_empty()) {
+            (false, false) => format!("{kind} {name:?} is invalid: "),
+            (false, true) => format!("{kind} is invalid: "),
+            _ => String::new(),
+        };
+        refuse(format!("{what}{}", errors.join("; ")))
+    })
+}
+
+/// Parse one (multi-document) YAML or JSON text into `m`, refusing the first document
+/// the API server would refuse. Documents are read and checked on every core (each
+/// is independent, as kubectl cuts them); the verdict is the same as in file order.
+pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputError> {
+    let chunks = crate::manifest::split(text).map_err(|e| InputError::Document {
+        path: path.to_string(),
+        doc: e.document,
+        message: e.message,
+    })?;
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(chunks.len().div_ceil(64))
+        .max(1);
+    let results: Vec<Result<Option<Checked>, InputError>> = if threads == 1 {
+        chunks.iter().map(|c| read_document(c, path)).collect()
+    } else {
+        let per = chunks.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = chunks
+                .chunks(per)
+                .map(|part| {
+                    scope.spawn(move || {
+                        part.iter()
+                            .map(|c| read_document(c, path))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        })
+    };
+    for result in results {
+        match result? {
+            Some(Checked::Relay(relay)) => m.relays.push(*relay),
+            Some(Checked::Data {
+                secret,
+                namespace,
+                name,
+                fetched,
+            }) => {
                 let key = (namespace, name);
-                if kind == "Secret" {
+                if secret {
                     m.secrets.insert(key, fetched);
                 } else {
                     m.config_maps.insert(key, fetched);
                 }
             }
-            _ => {}
+            Some(Checked::Identity | Checked::Other) | None => {}
         }
     }
     Ok(())
@@ -304,14 +393,26 @@ impl Verdict {
     }
 }
 
+/// How `verify` runs the relays' sessions.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Namespace for ClusterSmtpRelay references that name none.
+    pub operator_namespace: String,
+    /// Concurrent SMTP sessions per relay host.
+    pub sessions_per_host: usize,
+    /// Where the relays may send the sessions (the same rules as the operator's).
+    pub destinations: Arc<crate::smtp::DestinationPolicy>,
+}
+
 /// Verify every relay concurrently (per-host cap applies), reporting progress on `progress`.
 pub async fn run(
     manifests: Manifests,
     cluster: Option<KubeSource>,
-    operator_namespace: &str,
-    sessions_per_host: usize,
+    options: &Options,
     progress: impl Fn(&str) + Send + Sync,
 ) -> Vec<Verdict> {
+    let operator_namespace = options.operator_namespace.as_str();
+    let sessions_per_host = options.sessions_per_host;
     let source = Arc::new(FileSource {
         secrets: manifests.secrets,
         config_maps: manifests.config_maps,
@@ -329,7 +430,7 @@ pub async fn run(
             };
             progress(&format!(
                 "verifying {label} ({}:{}, {:?})...",
-                r.spec.host,
+                crate::table::clip(&r.spec.host, 64),
                 crate::controller::relay::effective_port(&r.spec)
                     .map(|p| p.to_string())
                     .unwrap_or_else(|_| "?".into()),
@@ -343,6 +444,7 @@ pub async fn run(
                 spec: &r.spec,
                 status: None,
                 default_namespace: operator_namespace,
+                destinations: &options.destinations,
             };
             let eval = evaluate(&relay_ref, source.as_ref(), &limiter, true).await;
             let status = eval.status.unwrap_or_default();

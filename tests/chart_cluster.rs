@@ -155,9 +155,12 @@ async fn the_chart_rbac_runs_two_replicas_and_one_takes_over() {
     let namespaces = Namespaces::create(&client, vec![system.clone(), app.clone()]).await;
     cluster::with_cleanup(&namespaces, async {
         let confirm_ports = [cluster::free_port(), cluster::free_port()];
+        // The relays of this test are on loopback, which the chart's default
+        // destination policy refuses: the value allows it, as a user would.
         let values = json!({
             "connectionSecrets": {"namespaces": [app]},
             "confirmation": {"baseUrl": format!("http://127.0.0.1:{}", confirm_ports[0])},
+            "destinations": {"allowed": ["127.0.0.0/8"]},
         });
         let docs = render(&system, &values);
         apply_all(&client, &docs).await;
@@ -171,7 +174,8 @@ async fn the_chart_rbac_runs_two_replicas_and_one_takes_over() {
             .as_str()
             .expect("serviceAccountName");
         assert!(
-            args.contains(&"--leader-election=true".to_string()),
+            args.contains(&"--leader-election=true".to_string())
+                && args.contains(&"--allowed-destinations=127.0.0.0/8".to_string()),
             "{args:?}"
         );
 

@@ -5,7 +5,15 @@ mod support;
 
 use std::process::Command;
 
+/// `verify` with loopback allowed: the harness listens there, and the default
+/// destination policy refuses loopback for SmtpRelays.
 fn verify(args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--allowed-destinations", "127.0.0.0/8"];
+    all.extend_from_slice(args);
+    verify_without_allow(&all)
+}
+
+fn verify_without_allow(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
         .arg("verify")
         .args(args)
@@ -152,6 +160,8 @@ async fn secrets_missing_from_the_files_can_come_from_the_cluster() {
         Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
             .args([
                 "verify",
+                "--allowed-destinations",
+                "127.0.0.0/8",
                 "-f",
                 "examples/demo/02-working-implicit-tls.yaml",
                 "-f",
@@ -178,4 +188,115 @@ async fn secrets_missing_from_the_files_can_come_from_the_cluster() {
             .any(|c| c.path == "/api/v1/namespaces/demo/secrets/harness-credentials"),
         "the Secret came from the cluster"
     );
+}
+
+/// Issue #15: without an explicit allow, a SmtpRelay aimed at loopback is refused
+/// before any connection, and says by which rule.
+#[test]
+fn loopback_is_not_a_destination_unless_allowed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = ca_manifest(dir.path());
+    let (code, out, err) =
+        verify_without_allow(&["-f", "examples/demo/01-working-starttls.yaml", "-f", &ca]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("demo/corporate"))
+        .unwrap_or_else(|| panic!("no row:\n{out}"));
+    assert!(
+        row.contains("DestinationNotAllowed") && row.contains("connect"),
+        "{row}"
+    );
+    assert!(
+        out.contains("127.0.0.1 is not an allowed destination for a SmtpRelay")
+            && out.contains("127.0.0.0/8")
+            && out.contains("--allowed-destinations")
+            && out.contains("no connection was opened"),
+        "{out}"
+    );
+}
+
+/// Issue #15: what the fuzzing campaign found, through the binary: every case is
+/// refused as unusable input (exit 2, file and document named), never a panic (101),
+/// and a byte order mark is no reason to refuse a file.
+#[test]
+fn hostile_manifests_are_refused_with_exit_two_never_a_panic() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let relay = |spec: &str| {
+        format!(
+            "apiVersion: smtprelay.io/v1alpha1\nkind: SmtpRelay\nmetadata: {{name: r, namespace: ns}}\nspec:\n  host: smtp.example.com\n  defaultSender: {{address: a@example.com}}\n{spec}"
+        )
+    };
+    let long_name = "a".repeat(70_000);
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "huge interval",
+            relay("  verification: {interval: 5124095576030431h}\n"),
+            "spec.verification.interval",
+        ),
+        (
+            "interval that overflowed when added",
+            relay("  verification: {interval: 5124095576030430h9h}\n"),
+            "spec.verification.interval",
+        ),
+        (
+            "timeout rounded up to 1s",
+            relay("  verification: {timeout: 0.99999999999999999999s}\n"),
+            "spec.verification.timeout",
+        ),
+        (
+            "huge name",
+            format!(
+                "apiVersion: smtprelay.io/v1alpha1\nkind: SmtpRelay\nmetadata: {{name: {long_name}, namespace: ns}}\nspec:\n  host: smtp.example.com\n  defaultSender: {{address: a@example.com}}\n"
+            ),
+            "metadata.name",
+        ),
+        ("duplicate key", relay("  port: 1\n  port: 2525\n"), "already set in map"),
+        (
+            "duplicate JSON key",
+            r#"{"apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay", "metadata": {"name": "r", "namespace": "ns"}, "spec": {"host": "smtp.example.com", "port": 1, "port": 2525, "defaultSender": {"address": "a@example.com"}}}"#.to_string(),
+            "already set in map",
+        ),
+        ("NaN port", relay("  port: .nan\n"), "NaN"),
+        ("NUL in title", relay("  title: \"a\\0b\"\n"), "spec.title"),
+        ("host [.]", relay("  host: \"[.]\"\n").replacen("  host: smtp.example.com\n", "", 1), "spec.host"),
+        (
+            "Secret data that is not a string",
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: ns}\ndata: {password: [x]}\n".into(),
+            ".data.password",
+        ),
+    ];
+    for (what, text, words) in cases {
+        let path = dir.path().join("case.yaml");
+        std::fs::write(&path, &text).expect("write");
+        let (code, _, err) = verify(&["-f", &path.display().to_string()]);
+        assert_eq!(code, 2, "{what}: {err}");
+        assert!(
+            err.contains("case.yaml (document 1)") && err.contains(words),
+            "{what}: {err}"
+        );
+        assert!(
+            err.len() < 4_000,
+            "{what}: the refusal repeats the input: {} bytes",
+            err.len()
+        );
+    }
+    // A byte order mark is skipped, as the API server does.
+    let closed = support::closed_port();
+    let path = dir.path().join("bom.yaml");
+    let spec = format!(
+        "  port: {}\n  tls: {{mode: None}}\n  verification: {{timeout: 1s}}\n",
+        closed.port
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "\u{feff}{}",
+            relay(&spec).replace("smtp.example.com", "127.0.0.1")
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = verify(&["-f", &path.display().to_string()]);
+    assert_ne!(code, 2, "a BOM is not unusable input: {err}");
+    assert!(out.contains("ns/r"), "{out}");
 }

@@ -245,6 +245,7 @@ async fn exercise(fake: &FakeApi) {
             operator_namespace: OPERATOR_NS.into(),
             sessions_per_host: 2,
             concurrency: 4,
+            destinations: support::loopback_allowed(),
         },
         kube::runtime::events::Reporter {
             controller: "smtp-relay-operator".into(),

@@ -18,11 +18,12 @@ trap 'rm -f "$ca_manifest"' EXIT
   sed 's/^/    /' "$harness_dir/tls/ca.crt"
 } >"$ca_manifest"
 
-echo "== smtp-relay-operator verify -f examples/demo"
+echo "== smtp-relay-operator verify --allowed-destinations 127.0.0.0/8 -f examples/demo"
 echo "   (local relay: plain :25250, STARTTLS+AUTH :25251, implicit TLS+AUTH :25252)"
 echo
 set +e
-"$bin" verify -f examples/demo -f "$ca_manifest"
+# The demo relay is on loopback, which relays may only reach when allowed.
+"$bin" verify --allowed-destinations 127.0.0.0/8 -f examples/demo -f "$ca_manifest"
 code=$?
 set -e
 echo
@@ -31,6 +32,6 @@ echo "Two relays work; the others are broken on purpose: each line above says wh
 echo "Full status of the relay with the wrong password, as the controller writes it:"
 echo
 # verify exits 1 for this relay (it is not Ready): that is the point here.
-"$bin" verify -f examples/demo/03-wrong-password.yaml -f "$ca_manifest" -o yaml 2>/dev/null || true
+"$bin" verify --allowed-destinations 127.0.0.0/8 -f examples/demo/03-wrong-password.yaml -f "$ca_manifest" -o yaml 2>/dev/null || true
 # The demo succeeds when it shows what it should: working relays Ready, broken ones not.
 [ "$code" -eq 1 ]

@@ -242,49 +242,8 @@ impl ConfirmState {
     }
 }
 
-/// An IP network, e.g. 10.0.0.0/8 or fd00::/8.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl std::str::FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .trim()
-            .split_once('/')
-            .ok_or(format!("{s:?}: expected ADDRESS/PREFIX"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or(format!("{s:?}: prefix must be 0-{max}"))?;
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let bits = |a: IpAddr| -> (u128, u8) {
-            match a {
-                IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
-                IpAddr::V6(v6) => (u128::from(v6), 128),
-            }
-        };
-        let ((net, width), (host, host_width)) = (bits(self.addr), bits(ip));
-        if width != host_width {
-            return false;
-        }
-        let shift = u32::from(width - self.prefix);
-        self.prefix == 0 || net.checked_shr(shift) == host.checked_shr(shift)
-    }
-}
+/// An IP network, e.g. 10.0.0.0/8 or fd00::/8 (shared with the destination policy).
+pub use crate::smtp::Cidr;
 
 /// The client a request is counted against: the TCP peer, or, when the peer is a
 /// trusted proxy, the rightmost address in X-Forwarded-For that is not one.

@@ -113,6 +113,7 @@ async fn reconcile_in_span(
         spec: &relay.spec.relay,
         status: relay.status.as_ref(),
         default_namespace: &ctx.settings.operator_namespace,
+        destinations: &ctx.settings.destinations,
     };
     let claim = default_claim(&relay, &ctx.cluster_relays.state());
     let generation = relay.metadata.generation;

@@ -88,6 +88,8 @@ pub struct Settings {
     pub sessions_per_host: usize,
     /// Concurrent reconciles per kind.
     pub concurrency: u16,
+    /// Where relays may send the operator (checked on every resolved address).
+    pub destinations: Arc<crate::smtp::DestinationPolicy>,
 }
 
 /// Shared by all reconciles.

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -112,6 +113,8 @@ pub struct RelayRef<'a> {
     pub status: Option<&'a SmtpRelayStatus>,
     /// Namespace for ClusterSmtpRelay references without one (the operator's).
     pub default_namespace: &'a str,
+    /// Where the operator may connect (the relay's kind picks the defaults).
+    pub destinations: &'a Arc<smtp::DestinationPolicy>,
 }
 
 impl RelayRef<'_> {
@@ -119,6 +122,16 @@ impl RelayRef<'_> {
         match self.namespace {
             Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
             None => format!("{} {}", self.kind, self.name),
+        }
+    }
+
+    /// The destination rules of this relay's kind: only a ClusterSmtpRelay (no
+    /// namespace) gets the cluster administrator's defaults.
+    pub fn destination_scope(&self) -> smtp::Scope {
+        if self.kind == "ClusterSmtpRelay" && self.namespace.is_none() {
+            smtp::Scope::Cluster
+        } else {
+            smtp::Scope::Namespaced
         }
     }
 
@@ -147,18 +160,17 @@ pub struct Resolved {
     pub inputs: String,
 }
 
-/// Parse a Go duration as the API server does (`1h30m`, `90s`).
+/// Parse a Go duration as the API server does (`1h30m`, `90s`), checked: no value
+/// panics, and values beyond what the API server accepts are refused.
 pub fn parse_duration(field: &str, value: &str) -> Result<Duration, InputProblem> {
-    let invalid = |why: String| InputProblem {
+    crate::duration::parse(value).map_err(|why| InputProblem {
         condition: types::READY,
         reason: reasons::INVALID_SPEC,
-        message: format!("{field} {value:?} is not a valid duration: {why}"),
-    };
-    let d = kube::core::Duration::from_str(value).map_err(|e| invalid(e.to_string()))?;
-    if d.is_negative() {
-        return Err(invalid("negative".into()));
-    }
-    Ok(d.into())
+        message: format!(
+            "{field} {:?} is not a valid duration: {why}",
+            crate::table::clip(value, 40)
+        ),
+    })
 }
 
 /// Interval and timeout, validated (the CRD enforces the same bounds at apply time).
@@ -202,6 +214,22 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
     let spec = relay.spec;
     let (_, timeout) = schedule(spec)?;
     let port = effective_port(spec)?;
+    // The CRD's pattern refuses these at apply time; objects that bypassed it (or an
+    // older CRD) are refused here, with the field named, before anything else.
+    for (field, value) in [
+        ("host", Some(&spec.host)),
+        ("tls.serverName", spec.tls.server_name.as_ref()),
+    ] {
+        if let Some(value) = value
+            && let Err(why) = crate::api::check_host(value)
+        {
+            return Err(InputProblem {
+                condition: types::READY,
+                reason: reasons::INVALID_SPEC,
+                message: format!("{field} {:?} {why}", crate::table::clip(value, 64)),
+            });
+        }
+    }
     if let Some(h) = spec
         .custom_headers
         .iter()
@@ -332,12 +360,19 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
         prepared: None,
     };
     if security != smtp::Security::None
-        && let Err(message) = smtp::prepare_tls(&spec.host, &mut tls)
+        && let Err(e) = smtp::prepare_tls(&spec.host, &mut tls)
     {
-        return Err(InputProblem {
-            condition: types::SECURE_TRANSPORT,
-            reason: reasons::CA_BUNDLE_INVALID,
-            message,
+        return Err(match e {
+            smtp::TlsSetupError::CaBundle(message) => InputProblem {
+                condition: types::SECURE_TRANSPORT,
+                reason: reasons::CA_BUNDLE_INVALID,
+                message,
+            },
+            smtp::TlsSetupError::ServerName(message) => InputProblem {
+                condition: types::READY,
+                reason: reasons::INVALID_SPEC,
+                message,
+            },
         });
     }
     let message = spec
@@ -354,6 +389,10 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
             credentials,
             message,
             timeout,
+            destinations: smtp::Destinations::new(
+                Arc::clone(relay.destinations),
+                relay.destination_scope(),
+            ),
         },
         inputs: versions.join("/"),
     })

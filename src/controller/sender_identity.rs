@@ -948,6 +948,7 @@ async fn relay_target(
         spec,
         status,
         default_namespace: &ctx.settings.operator_namespace,
+        destinations: &ctx.settings.destinations,
     };
     let resolved = relay::resolve(&r, &source).await.map_err(|p| p.message)?;
     let headers = spec

@@ -35,6 +35,7 @@ async fn reconcile_in_span(
         spec: &relay.spec,
         status: relay.status.as_ref(),
         default_namespace: &ctx.settings.operator_namespace,
+        destinations: &ctx.settings.destinations,
     };
     let api: Api<SmtpRelay> = Api::namespaced(ctx.client.clone(), &namespace);
     reconcile_relay(relay.as_ref(), &ctx, relay_ref, api, |s| s).await

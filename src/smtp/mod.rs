@@ -7,6 +7,7 @@
 //! is exactly one implementation of a verification session.
 
 mod der;
+mod destination;
 mod limiter;
 mod message;
 mod session;
@@ -15,6 +16,7 @@ mod tls;
 use std::fmt;
 use std::time::Duration;
 
+pub use destination::{Cidr, CidrError, DestinationPolicy, Destinations, Refusal, Scope};
 pub use limiter::{HostLimiter, HostPermit};
 pub use message::{Mailbox, Outgoing, TestMessage, build_message, effective_reply_to};
 pub use session::verify;
@@ -78,11 +80,20 @@ pub struct TlsSettings {
     pub prepared: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
+/// Why TLS settings cannot be used: the CA bundle, or the name to verify.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("{0}")]
+    CaBundle(String),
+    #[error("{0}")]
+    ServerName(String),
+}
+
 /// Check TLS settings (CA bundle, server name) without connecting anywhere, and keep
 /// the client configuration for the session.
-pub fn prepare_tls(host: &str, settings: &mut TlsSettings) -> Result<(), String> {
-    let config = tls::client_config(settings)?;
-    tls::server_name(host, settings)?;
+pub fn prepare_tls(host: &str, settings: &mut TlsSettings) -> Result<(), TlsSetupError> {
+    let config = tls::client_config(settings).map_err(TlsSetupError::CaBundle)?;
+    tls::server_name(host, settings).map_err(TlsSetupError::ServerName)?;
     settings.prepared = Some(config);
     Ok(())
 }
@@ -100,6 +111,8 @@ pub struct Target {
     pub message: Option<Outgoing>,
     /// Budget for the whole session, from DNS to QUIT.
     pub timeout: Duration,
+    /// Addresses the session may connect to, checked on every resolved address.
+    pub destinations: Destinations,
 }
 
 /// The steps of a session, in order.
@@ -178,6 +191,9 @@ pub enum FailureReason {
     RecipientRejected,
     MessageRejected,
     InvalidTarget,
+    /// Every address of the host is refused by the destination policy: no
+    /// connection was opened.
+    DestinationNotAllowed,
 }
 
 impl FailureReason {
@@ -201,6 +217,7 @@ impl FailureReason {
             FailureReason::RecipientRejected => "RecipientRejected",
             FailureReason::MessageRejected => "MessageRejected",
             FailureReason::InvalidTarget => "InvalidTarget",
+            FailureReason::DestinationNotAllowed => "DestinationNotAllowed",
         }
     }
 }

@@ -26,7 +26,8 @@ use tokio_rustls::client::TlsStream;
 
 use super::message::build_message;
 use super::{
-    AuthMechanism, Failure, FailureReason, Outcome, Security, ServerFacts, Step, Target, der, tls,
+    AuthMechanism, Destinations, Failure, FailureReason, Outcome, Security, ServerFacts, Step,
+    Target, der, tls,
 };
 
 /// Failure without its step (the step wrapper adds it).
@@ -129,7 +130,10 @@ impl Session<'_> {
             .step(Step::Dns, resolve(&target.host, target.port))
             .await?;
         let tcp = self
-            .step(Step::Connect, connect(addrs, self.deadline))
+            .step(
+                Step::Connect,
+                connect(&target.host, addrs, &target.destinations, self.deadline),
+            )
             .await?;
         let peer = tcp
             .peer_addr()
@@ -151,21 +155,36 @@ impl Session<'_> {
 
         let mut buf = Vec::new();
         let greeting = self
-            .step(Step::Greeting, read_reply(&mut stream, &mut buf))
+            .step(Step::Greeting, async {
+                read_reply(&mut stream, &mut buf).await.map_err(|(reason, code, message)| {
+                    // What a server that is not SMTP sends is not repeated in status:
+                    // a relay must not turn the operator into a banner grabber.
+                    if reason == FailureReason::ProtocolError {
+                        (
+                            reason,
+                            code,
+                            format!("{peer} did not answer with an SMTP greeting: it does not speak SMTP on this port (check the host, port and tls.mode)"),
+                        )
+                    } else {
+                        (reason, code, message)
+                    }
+                })
+            })
             .await?;
-        self.outcome.server.banner = Some(greeting.text());
         if greeting.code != 220 {
+            // Only the code: the text of something that is not a willing SMTP server
+            // (an HTTP server, a database, a refusing relay) stays out of status.
             return Err(Failure {
                 step: Step::Greeting,
                 reason: FailureReason::GreetingRejected,
                 code: Some(greeting.code),
                 message: format!(
-                    "server refused the session: {} {}",
-                    greeting.code,
-                    greeting.text()
+                    "{peer} answered with reply code {} instead of the SMTP greeting 220: it refused the session or is not an SMTP server",
+                    greeting.code
                 ),
             });
         }
+        self.outcome.server.banner = Some(greeting.text());
 
         if target.security == Security::StartTls {
             let ehlo = self
@@ -487,7 +506,43 @@ async fn resolve(host: &str, port: u16) -> StepResult<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
-async fn connect(addrs: Vec<SocketAddr>, deadline: Instant) -> StepResult<TcpStream> {
+/// Connect to the first address that answers, among those the destination policy
+/// allows: a refused address is never connected to. This is the only place a
+/// session opens a connection.
+async fn connect(
+    host: &str,
+    addrs: Vec<SocketAddr>,
+    destinations: &Destinations,
+    deadline: Instant,
+) -> StepResult<TcpStream> {
+    let mut refusals = Vec::new();
+    let addrs: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| match destinations.check(a.ip()) {
+            Ok(()) => true,
+            Err(r) => {
+                refusals.push(r);
+                false
+            }
+        })
+        .collect();
+    if addrs.is_empty()
+        && let Some(first) = refusals.first()
+    {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let subject = if bare.parse::<IpAddr>().is_ok() {
+            String::new()
+        } else if refusals.len() == 1 {
+            format!("{bare} resolves to ")
+        } else {
+            format!("{bare} resolves to {} refused addresses; ", refusals.len())
+        };
+        return Err((
+            FailureReason::DestinationNotAllowed,
+            None,
+            format!("{subject}{first}; no connection was opened"),
+        ));
+    }
     let mut last = None;
     let mut refused = None;
     let count = addrs.len();
@@ -826,6 +881,43 @@ mod tests {
         assert!(parse_reply(b"250-a\r\n220 b\r\n").is_err());
         assert!(parse_reply(b"250xa\r\n").is_err());
         assert!(parse_reply(&[0xff, 0xfe, b'\n']).is_err());
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever a server sends, the parser answers: a reply, "more", or an error.
+        #[test]
+        fn any_bytes_are_an_answer(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(Some((reply, used))) = parse_reply(&bytes) {
+                prop_assert!(used <= bytes.len());
+                prop_assert!((100..1000).contains(&reply.code));
+                let _ = reply.text();
+            }
+        }
+
+        /// A well-formed reply of any number of lines reads back as written, and the
+        /// bytes after it are left for the next reply.
+        #[test]
+        fn well_formed_replies_read_back(
+            code in 200u16..600,
+            lines in prop::collection::vec("[ -~]{0,40}", 1..8),
+            rest in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut raw = Vec::new();
+            for (i, l) in lines.iter().enumerate() {
+                let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                raw.extend_from_slice(format!("{code}{sep}{l}\r\n").as_bytes());
+            }
+            let used_expected = raw.len();
+            raw.extend_from_slice(&rest);
+            let (reply, used) = parse_reply(&raw).expect("valid").expect("complete");
+            prop_assert_eq!(reply.code, code);
+            prop_assert_eq!(reply.lines.len(), lines.len());
+            prop_assert_eq!(used, used_expected);
+        }
     }
 
     #[test]

@@ -229,6 +229,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("sessionsPerHost: \"2\" (string)", {"sessionsPerHost": "2"}, "/sessionsPerHost"),
     ("connectionSecrets.namespaces: [Team_A]", {"connectionSecrets": {"namespaces": ["Team_A"]}},
      "/connectionSecrets/namespaces/0"),
+    ("destinations.allowed: [localhost]", {"destinations": {"allowed": ["localhost"]}},
+     "/destinations/allowed/0"),
 ]
 
 
@@ -451,6 +453,9 @@ def deployment_full() -> str:
                 "--confirmation-reply-to=platform-team@example.com"):
         check(arg in args, f"{arg} missing: {args}")
     check("--sessions-per-host=4" in args, f"sessions-per-host: {args}")
+    check("--allowed-destinations=192.168.10.25/32" in args, f"allowed destinations: {args}")
+    check("--denied-destinations=10.0.0.0/8,fd00:ec2::/32" in args, f"denied destinations: {args}")
+    check("--cluster-cidrs=10.96.0.0/12,10.244.0.0/16" in args, f"cluster CIDRs: {args}")
     check(deploy["spec"]["replicas"] == 3, "replicas")
     check(c["image"] == "registry.example.com/mirror/smtp-relay-operator:0.1.0", f"image {c['image']}")
     check(pod["serviceAccountName"] == "smtp-relay-operator-sa", "serviceAccountName")

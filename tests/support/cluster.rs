@@ -107,6 +107,70 @@ pub async fn apply_crds(client: &Client) -> Vec<String> {
     names
 }
 
+/// A path segment with everything but unreserved characters percent-encoded.
+pub fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The URL path of an object (name and namespace percent-encoded, as kubectl sends them).
+pub fn object_path(ar: &kube::api::ApiResource, namespace: Option<&str>, name: &str) -> String {
+    let base = if ar.group.is_empty() {
+        format!("/api/{}", ar.version)
+    } else {
+        format!("/apis/{}/{}", ar.group, ar.version)
+    };
+    match namespace {
+        Some(ns) => format!(
+            "{base}/namespaces/{}/{}/{}",
+            path_segment(ns),
+            ar.plural,
+            path_segment(name)
+        ),
+        None => format!("{base}/{}/{}", ar.plural, path_segment(name)),
+    }
+}
+
+/// JSON text with every character outside printable ASCII escaped (\uXXXX).
+pub fn escaped_json(value: &Value) -> String {
+    let text = serde_json::to_string(value).expect("json");
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_ascii() && !c.is_ascii_control() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// Server-side apply of `text` at `path`: a dry run with strict field validation, as
+/// `kubectl apply --server-side --dry-run=server` sends it. The refusal, if any.
+pub async fn dry_run_apply_text(client: &Client, path: &str, text: &str) -> Result<(), String> {
+    let request = http::Request::patch(format!(
+        "{path}?dryRun=All&fieldManager={MANAGER}&fieldValidation=Strict&force=true"
+    ))
+    .header("Content-Type", "application/apply-patch+yaml")
+    .body(text.as_bytes().to_vec())
+    .expect("request");
+    match client.request_text(request).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err(format!("{} {}", status.code, status.message)),
+        Err(e) => Err(format!("not an API refusal: {e}")),
+    }
+}
+
 /// Kills the operator when the test ends, however it ends.
 pub struct Operator(pub Child);
 
@@ -132,6 +196,8 @@ pub fn start_operator(kubeconfig: &PathBuf, operator_ns: &str, confirm_port: u16
         .args(["--metrics-addr", "127.0.0.1:0"])
         .args(["--confirmation-addr", &confirm_addr])
         .args(["--confirmation-base-url", &base_url])
+        // The test relays are on loopback, which the default policy refuses.
+        .arg("--allowed-destinations=127.0.0.0/8")
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,smtp_relay_operator=debug")
         .stdout(Stdio::inherit())

@@ -115,6 +115,23 @@ pub fn closed_port() -> ClosedPort {
     }
 }
 
+/// The destination policy of every test: the defaults, plus loopback, where the
+/// harness and the scripted servers listen (the defaults refuse it for SmtpRelays).
+pub fn loopback_allowed() -> std::sync::Arc<smtp_relay_operator::smtp::DestinationPolicy> {
+    std::sync::Arc::new(
+        smtp_relay_operator::smtp::DestinationPolicy::allowing(&["127.0.0.0/8", "::1"])
+            .expect("loopback CIDRs"),
+    )
+}
+
+/// Destinations for a session a test builds itself: a SmtpRelay's, loopback allowed.
+pub fn loopback_destinations() -> smtp_relay_operator::smtp::Destinations {
+    smtp_relay_operator::smtp::Destinations::new(
+        loopback_allowed(),
+        smtp_relay_operator::smtp::Scope::Namespaced,
+    )
+}
+
 /// A controller context over `client` (usually the fake API server or a tower-test mock).
 pub fn context(
     client: kube::Client,
@@ -129,6 +146,7 @@ pub fn context(
             operator_namespace: "smtp-relay-system".into(),
             sessions_per_host: 2,
             concurrency: 4,
+            destinations: loopback_allowed(),
         },
         recorder: kube::runtime::events::Recorder::new(
             client,

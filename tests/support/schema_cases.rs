@@ -11,6 +11,16 @@ pub struct Case {
     pub manifest: Value,
     /// Words both refusals contain (usually the field path).
     pub expected: &'static str,
+    /// The case is about metadata: send it with its own name and namespace.
+    pub metadata: bool,
+}
+
+/// A manifest as text (what JSON values cannot carry: duplicate keys, YAML 1.1
+/// scalars, .nan), with words both refusals contain.
+pub struct RawCase {
+    pub what: &'static str,
+    pub text: String,
+    pub expected: &'static str,
 }
 
 pub fn relay(spec: Value) -> Value {
@@ -207,6 +217,139 @@ fn relay_cases() -> Vec<(&'static str, Value, &'static str)> {
             ),
             "only allowed on ClusterSmtpRelay",
         ),
+        // Issue #15: durations beyond what the API server's duration() holds, or
+        // that Go rounds up to the minimum.
+        (
+            "interval beyond duration()",
+            with(&["verification", "interval"], json!("5124095576030431h")),
+            "spec.verification.interval",
+        ),
+        (
+            "interval that overflows when added",
+            with(&["verification", "interval"], json!("5124095576030430h9h")),
+            "spec.verification.interval",
+        ),
+        (
+            "interval one nanosecond over the bound",
+            with(
+                &["verification", "interval"],
+                json!("2562047h47m16.854775808s"),
+            ),
+            "spec.verification.interval",
+        ),
+        (
+            "timeout just under 1s, rounded up by Go",
+            with(
+                &["verification", "timeout"],
+                json!("0.99999999999999999999s"),
+            ),
+            "spec.verification.timeout",
+        ),
+        (
+            "timeout just over 5m, rounded down by Go",
+            with(&["verification", "timeout"], json!("300.0000000001s")),
+            "spec.verification.timeout",
+        ),
+        // Issue #15: control characters in one-line texts.
+        (
+            "NUL in title",
+            with(&["title"], json!("a\u{0}b")),
+            "spec.title",
+        ),
+        (
+            "ESC in title",
+            with(&["title"], json!("a\u{1b}[31mb")),
+            "spec.title",
+        ),
+        (
+            "DEL in title",
+            with(&["title"], json!("a\u{7f}b")),
+            "spec.title",
+        ),
+        (
+            "TAB in title",
+            with(&["title"], json!("a\tb")),
+            "spec.title",
+        ),
+        (
+            "U+2029 in title",
+            with(&["title"], json!("a\u{2029}b")),
+            "spec.title",
+        ),
+        (
+            "U+2028 in display name",
+            with(&["defaultSender", "name"], json!("a\u{2028}b")),
+            "spec.defaultSender.name",
+        ),
+        (
+            "NEL in noReply name",
+            with(
+                &["noReply"],
+                json!({"address": "n@example.com", "name": "a\u{85}b"}),
+            ),
+            "spec.noReply.name",
+        ),
+        (
+            "C1 CSI in header value",
+            with(
+                &["customHeaders"],
+                json!([{"name": "X-A", "value": "a\u{9b}31mb"}]),
+            ),
+            "spec.customHeaders[0].value",
+        ),
+        // Issue #15: hosts that are neither a DNS name nor an IP address.
+        ("host [.]", with(&["host"], json!("[.]")), "spec.host"),
+        ("host :.", with(&["host"], json!(":.")), "spec.host"),
+        ("host [:]", with(&["host"], json!("[:]")), "spec.host"),
+        ("host ::1::", with(&["host"], json!("::1::")), "spec.host"),
+        (
+            "host with nine IPv6 groups",
+            with(&["host"], json!("1:2:3:4:5:6:7:8:9")),
+            "spec.host",
+        ),
+        (
+            "host 1.2.3.4.5",
+            with(&["host"], json!("1.2.3.4.5")),
+            "spec.host",
+        ),
+        (
+            "host 999.999.999.999",
+            with(&["host"], json!("999.999.999.999")),
+            "spec.host",
+        ),
+        ("host 0", with(&["host"], json!("0")), "spec.host"),
+        (
+            "host with octal-looking octets",
+            with(&["host"], json!("0177.0.0.1")),
+            "spec.host",
+        ),
+        (
+            "host with a zone",
+            with(&["host"], json!("fe80::1%eth0")),
+            "spec.host",
+        ),
+        (
+            "serverName 1.2.3.4.5",
+            with(&["tls", "serverName"], json!("1.2.3.4.5")),
+            "spec.tls.serverName",
+        ),
+        // Nulls: only where a default replaces them or the field is nullable.
+        (
+            "null list",
+            with(&["customHeaders"], json!(null)),
+            "spec.customHeaders",
+        ),
+        (
+            "null list item",
+            with(&["usage"], json!([null])),
+            "spec.usage[0]",
+        ),
+        ("null spec", json!(null), "spec"),
+        (
+            "fractional port",
+            with(&["port"], json!(2525.5)),
+            "spec.port",
+        ),
         (
             "SmtpRelay naming the CA bundle's namespace",
             with(
@@ -267,7 +410,101 @@ fn identity_cases() -> Vec<(&'static str, &'static str, Value, &'static str)> {
     ]
 }
 
-/// Every manifest the CRDs refuse.
+/// Metadata the API server refuses (names and namespaces it can be sent to).
+fn metadata_cases() -> Vec<(&'static str, Value, &'static str)> {
+    let named = |name: Value| json!({"name": name, "namespace": "ns"});
+    vec![
+        ("upper-case name", named(json!("Bad_Name")), "metadata.name"),
+        ("name with two dots", named(json!("a..b")), "metadata.name"),
+        (
+            "name starting with a dash",
+            named(json!("-a")),
+            "metadata.name",
+        ),
+        (
+            "name of 254 characters",
+            named(json!("a".repeat(254))),
+            "metadata.name",
+        ),
+        (
+            "label value with a space",
+            json!({"name": "r", "namespace": "ns", "labels": {"team": "a b"}}),
+            "metadata.labels",
+        ),
+        (
+            "label value not a string",
+            json!({"name": "r", "namespace": "ns", "labels": {"team": 1}}),
+            "metadata.labels.team",
+        ),
+        (
+            "unknown metadata field",
+            json!({"name": "r", "namespace": "ns", "owner": "me"}),
+            "metadata.owner",
+        ),
+    ]
+}
+
+fn secret(extra: Value) -> Value {
+    let mut out = json!({"apiVersion": "v1", "kind": "Secret",
+                         "metadata": {"name": "s", "namespace": "ns"}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        out[k] = v.clone();
+    }
+    out
+}
+
+/// Secrets the API server refuses (issue #15: verify read them as empty credentials).
+fn secret_cases() -> Vec<(&'static str, Value, &'static str)> {
+    vec![
+        (
+            "Secret data value a list",
+            secret(json!({"data": {"password": ["x"]}})),
+            ".data.password",
+        ),
+        (
+            "Secret data value a number",
+            secret(json!({"data": {"password": 12345}})),
+            ".data.password",
+        ),
+        (
+            "Secret data a string",
+            secret(json!({"data": "x"})),
+            ".data",
+        ),
+        (
+            "Secret stringData a list",
+            secret(json!({"stringData": ["x"]})),
+            ".stringData",
+        ),
+        (
+            "Secret data key with a space",
+            secret(json!({"data": {"pass word": "eA=="}})),
+            "data[pass word]",
+        ),
+        (
+            "Secret data key ..x",
+            secret(json!({"data": {"..x": "eA=="}})),
+            "data[..x]",
+        ),
+        (
+            "Secret data value not base64",
+            secret(json!({"data": {"password": "not base64!"}})),
+            "illegal base64 data",
+        ),
+        (
+            "Secret data value without padding",
+            secret(json!({"data": {"password": "eA"}})),
+            "illegal base64 data",
+        ),
+        (
+            "Secret unknown field",
+            secret(json!({"strData": {"a": "b"}})),
+            ".strData",
+        ),
+    ]
+}
+
+/// Every manifest the CRDs (or the API server's own validation) refuse.
 pub fn invalid() -> Vec<Case> {
     let mut out: Vec<Case> = relay_cases()
         .into_iter()
@@ -275,6 +512,7 @@ pub fn invalid() -> Vec<Case> {
             what,
             manifest: relay(spec),
             expected,
+            metadata: false,
         })
         .collect();
     for (what, field, value, expected) in identity_cases() {
@@ -284,7 +522,107 @@ pub fn invalid() -> Vec<Case> {
             what,
             manifest: identity(spec),
             expected,
+            metadata: false,
+        });
+    }
+    for (what, meta, expected) in metadata_cases() {
+        let mut manifest = relay(base_spec());
+        manifest["metadata"] = meta;
+        out.push(Case {
+            what,
+            manifest,
+            expected,
+            metadata: true,
+        });
+    }
+    for (what, manifest, expected) in secret_cases() {
+        out.push(Case {
+            what,
+            manifest,
+            expected,
+            metadata: false,
         });
     }
     out
+}
+
+const RELAY_HEAD: &str =
+    "apiVersion: smtprelay.io/v1alpha1\nkind: SmtpRelay\nmetadata: {name: r, namespace: ns}\n";
+
+/// Manifests as text that both refuse. `ns` is the namespace to put them in.
+pub fn raw_invalid(ns: &str) -> Vec<RawCase> {
+    let relay = |spec: &str| {
+        format!(
+            "{}spec:\n  defaultSender: {{address: a@example.com}}\n{spec}",
+            RELAY_HEAD.replace("ns}", &format!("{ns}}}"))
+        )
+    };
+    vec![
+        RawCase {
+            what: "duplicate key in YAML",
+            text: relay("  host: smtp.example.com\n  port: 1\n  port: 2525\n"),
+            expected: "already set in map",
+        },
+        RawCase {
+            what: "duplicate key in JSON",
+            text: format!(
+                r#"{{"apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay", "metadata": {{"name": "r", "namespace": "{ns}"}}, "spec": {{"host": "smtp.example.com", "port": 1, "port": 2525, "defaultSender": {{"address": "a@example.com"}}}}}}"#
+            ),
+            expected: "already set in map",
+        },
+        RawCase {
+            what: "port .nan",
+            text: relay("  host: smtp.example.com\n  port: .nan\n"),
+            expected: "NaN",
+        },
+        RawCase {
+            what: "port .inf",
+            text: relay("  host: smtp.example.com\n  port: .inf\n"),
+            expected: "Inf",
+        },
+        RawCase {
+            what: "host yes (a YAML 1.1 boolean)",
+            text: relay("  host: yes\n"),
+            expected: "spec.host",
+        },
+        RawCase {
+            what: "title on (a YAML 1.1 boolean)",
+            text: relay("  host: smtp.example.com\n  title: on\n"),
+            expected: "spec.title",
+        },
+        RawCase {
+            what: "Secret password no (a YAML 1.1 boolean)",
+            text: format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: {ns}}}\nstringData: {{username: u, password: no}}\n"
+            ),
+            expected: ".stringData.password",
+        },
+    ]
+}
+
+/// Manifests as text that both accept.
+pub fn raw_valid(ns: &str) -> Vec<RawCase> {
+    vec![
+        RawCase {
+            what: "a byte order mark before the first document",
+            text: format!(
+                "\u{feff}apiVersion: smtprelay.io/v1alpha1\nkind: SmtpRelay\nmetadata: {{name: r, namespace: {ns}}}\nspec:\n  host: smtp.example.com\n  defaultSender: {{address: a@example.com}}\n"
+            ),
+            expected: "",
+        },
+        RawCase {
+            what: "port written as a float, nulls where a default or nullable applies",
+            text: format!(
+                "apiVersion: smtprelay.io/v1alpha1\nkind: SmtpRelay\nmetadata: {{name: r, namespace: {ns}}}\nspec:\n  host: smtp.example.com\n  port: 2525.0\n  tls: {{mode: null}}\n  defaultSender: {{address: a@example.com, name: null}}\n"
+            ),
+            expected: "",
+        },
+        RawCase {
+            what: "Secret with a null value and wrapped base64",
+            text: format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: s, namespace: {ns}}}\ndata:\n  a: null\n  b: \"eA\\n==\"\n"
+            ),
+            expected: "",
+        },
+    ]
 }
