@@ -1079,7 +1079,8 @@ async fn reconcile_in_span(
                     ttl: &spec.confirmation.ttl,
                 });
                 target.message = Some(mail);
-                let _permit = ctx.limiter.acquire(&target.host).await;
+                // Confirmation mails are bulk work: verifications go first.
+                let _permit = ctx.limiter.acquire_bulk(&target.host).await;
                 smtp::verify(&target).await
             }
             Err(message) => smtp::Outcome {

@@ -1,5 +1,7 @@
 //! At most N concurrent SMTP sessions per relay host, across all relays that
-//! point at it, so the operator never hammers one server.
+//! point at it, so the operator never hammers one server. Verifications go first:
+//! bulk work (confirmation mails) takes a slot only while no verification waits for
+//! one, so a storm of confirmation mails never delays a relay's readiness.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +14,10 @@ struct HostSlot {
     semaphore: Arc<Semaphore>,
     in_flight: AtomicUsize,
     max_observed: AtomicUsize,
+    /// Verifications waiting for a slot; bulk work yields to them.
+    urgent_waiting: AtomicUsize,
+    /// Raised when the last waiting verification got its slot.
+    urgent_served: tokio::sync::Notify,
 }
 
 /// Per-host session cap.
@@ -50,18 +56,55 @@ impl HostLimiter {
                 semaphore: Arc::new(Semaphore::new(self.per_host)),
                 in_flight: AtomicUsize::new(0),
                 max_observed: AtomicUsize::new(0),
+                urgent_waiting: AtomicUsize::new(0),
+                urgent_served: tokio::sync::Notify::new(),
             })
         }))
     }
 
-    /// Wait for a session slot on `host`.
+    /// Wait for a session slot on `host` (a verification: served first).
     pub async fn acquire(&self, host: &str) -> HostPermit {
         let slot = self.slot(host);
-        let permit = match Arc::clone(&slot.semaphore).acquire_owned().await {
+        slot.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+        let permit = Self::take(&slot).await;
+        if slot.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            slot.urgent_served.notify_waiters();
+        }
+        Self::granted(slot, permit)
+    }
+
+    /// Wait for a session slot on `host` for bulk work: only while no verification
+    /// is waiting for one.
+    pub async fn acquire_bulk(&self, host: &str) -> HostPermit {
+        let slot = self.slot(host);
+        let permit = loop {
+            let served = slot.urgent_served.notified();
+            tokio::pin!(served);
+            served.as_mut().enable();
+            if slot.urgent_waiting.load(Ordering::SeqCst) > 0 {
+                served.await;
+                continue;
+            }
+            let permit = Self::take(&slot).await;
+            if slot.urgent_waiting.load(Ordering::SeqCst) > 0 {
+                // A verification arrived while we queued: it goes first.
+                drop(permit);
+                continue;
+            }
+            break permit;
+        };
+        Self::granted(slot, permit)
+    }
+
+    async fn take(slot: &HostSlot) -> OwnedSemaphorePermit {
+        match Arc::clone(&slot.semaphore).acquire_owned().await {
             Ok(p) => p,
             // The semaphore is never closed; keep the type honest anyway.
             Err(_) => unreachable!("host semaphore closed"),
-        };
+        }
+    }
+
+    fn granted(slot: Arc<HostSlot>, permit: OwnedSemaphorePermit) -> HostPermit {
         let now = slot.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         slot.max_observed.fetch_max(now, Ordering::SeqCst);
         HostPermit {
@@ -103,5 +146,43 @@ mod tests {
         assert_eq!(limiter.max_observed("relay.example"), 2);
         assert_eq!(limiter.max_observed("other"), 2);
         assert_eq!(limiter.max_observed("unused"), 0);
+    }
+
+    #[tokio::test]
+    async fn verifications_go_before_bulk_work() {
+        let limiter = Arc::new(HostLimiter::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // One session holds the slot; bulk work queues, then a verification.
+        let held = limiter.acquire("relay").await;
+        let mut tasks = Vec::new();
+        for i in 0..3 {
+            let (limiter, order) = (Arc::clone(&limiter), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let _p = limiter.acquire_bulk("relay").await;
+                order.lock().expect("lock").push(format!("bulk-{i}"));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        {
+            let (limiter, order) = (Arc::clone(&limiter), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let _p = limiter.acquire("relay").await;
+                order.lock().expect("lock").push("verification".to_string());
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(held);
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let order = order.lock().expect("lock").clone();
+        assert_eq!(
+            order.first().map(String::as_str),
+            Some("verification"),
+            "{order:?}"
+        );
+        assert_eq!(order.len(), 4, "bulk work still gets through: {order:?}");
+        assert_eq!(limiter.max_observed("relay"), 1);
     }
 }
