@@ -72,18 +72,8 @@ enum Command {
         /// Name of the Lease, in --namespace.
         #[arg(long, default_value = "smtp-relay-operator")]
         lease_name: String,
-        /// Destinations relays may reach although the defaults refuse them
-        /// (comma-separated CIDRs or addresses, e.g. 127.0.0.0/8 for a relay on the
-        /// node's loopback). An explicit rule wins over the defaults.
-        #[arg(long, value_delimiter = ',')]
-        allowed_destinations: Vec<smtp::Cidr>,
-        /// Destinations relays may never reach (comma-separated CIDRs or addresses).
-        #[arg(long, value_delimiter = ',')]
-        denied_destinations: Vec<smtp::Cidr>,
-        /// The cluster's service and pod ranges (comma-separated CIDRs): refused for
-        /// SmtpRelays unless allowed with --allowed-destinations.
-        #[arg(long, value_delimiter = ',')]
-        cluster_cidrs: Vec<smtp::Cidr>,
+        #[command(flatten)]
+        destinations: Destinations,
         /// Longest wait for in-flight SMTP sessions on shutdown.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         shutdown_timeout: std::time::Duration,
@@ -111,18 +101,8 @@ enum Command {
         /// Concurrent SMTP sessions per relay host.
         #[arg(long, default_value_t = 2)]
         sessions_per_host: usize,
-        /// Destinations relays may reach although the defaults refuse them
-        /// (comma-separated CIDRs or addresses, e.g. 127.0.0.0/8 for a relay on the
-        /// node's loopback). An explicit rule wins over the defaults.
-        #[arg(long, value_delimiter = ',')]
-        allowed_destinations: Vec<smtp::Cidr>,
-        /// Destinations relays may never reach (comma-separated CIDRs or addresses).
-        #[arg(long, value_delimiter = ',')]
-        denied_destinations: Vec<smtp::Cidr>,
-        /// The cluster's service and pod ranges (comma-separated CIDRs): refused for
-        /// SmtpRelays unless allowed with --allowed-destinations.
-        #[arg(long, value_delimiter = ',')]
-        cluster_cidrs: Vec<smtp::Cidr>,
+        #[command(flatten)]
+        destinations: Destinations,
     },
 }
 
@@ -130,12 +110,31 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     smtp_relay_operator::duration::parse(s).map_err(|e| format!("{s:?} is not a duration: {e}"))
 }
 
-fn destination_policy(
-    allowed: Vec<smtp::Cidr>,
-    denied: Vec<smtp::Cidr>,
-    cluster: Vec<smtp::Cidr>,
-) -> std::sync::Arc<smtp::DestinationPolicy> {
-    std::sync::Arc::new(smtp::DestinationPolicy::new(allowed, denied, cluster))
+/// Where relays may connect: the same flags on `run` and `verify`.
+#[derive(clap::Args)]
+struct Destinations {
+    /// Destinations relays may reach although the defaults refuse them
+    /// (comma-separated CIDRs or addresses, e.g. 127.0.0.0/8 for a relay on the
+    /// node's loopback). An explicit rule wins over the defaults.
+    #[arg(long, value_delimiter = ',')]
+    allowed_destinations: Vec<smtp::Cidr>,
+    /// Destinations relays may never reach (comma-separated CIDRs or addresses).
+    #[arg(long, value_delimiter = ',')]
+    denied_destinations: Vec<smtp::Cidr>,
+    /// The cluster's service and pod ranges (comma-separated CIDRs): refused for
+    /// SmtpRelays unless allowed with --allowed-destinations.
+    #[arg(long, value_delimiter = ',')]
+    cluster_cidrs: Vec<smtp::Cidr>,
+}
+
+impl Destinations {
+    fn policy(self) -> std::sync::Arc<smtp::DestinationPolicy> {
+        std::sync::Arc::new(smtp::DestinationPolicy::new(
+            self.allowed_destinations,
+            self.denied_destinations,
+            self.cluster_cidrs,
+        ))
+    }
 }
 
 fn init_logging(json: bool) {
@@ -171,9 +170,7 @@ async fn main() -> ExitCode {
             trusted_proxies,
             leader_election,
             lease_name,
-            allowed_destinations,
-            denied_destinations,
-            cluster_cidrs,
+            destinations,
             shutdown_timeout,
         } => {
             init_logging(cli.log_json);
@@ -192,11 +189,7 @@ async fn main() -> ExitCode {
                     operator_namespace: namespace,
                     sessions_per_host,
                     concurrency,
-                    destinations: destination_policy(
-                        allowed_destinations,
-                        denied_destinations,
-                        cluster_cidrs,
-                    ),
+                    destinations: destinations.policy(),
                 },
                 metrics_addr,
                 confirmation_addr,
@@ -230,18 +223,12 @@ async fn main() -> ExitCode {
             secrets_from_cluster,
             operator_namespace,
             sessions_per_host,
-            allowed_destinations,
-            denied_destinations,
-            cluster_cidrs,
+            destinations,
         } => {
             let options = verify::Options {
                 operator_namespace,
                 sessions_per_host,
-                destinations: destination_policy(
-                    allowed_destinations,
-                    denied_destinations,
-                    cluster_cidrs,
-                ),
+                destinations: destinations.policy(),
             };
             run_verify(files, output, secrets_from_cluster, options).await
         }

@@ -63,7 +63,6 @@ struct World {
     ops_ns: String,
     kubeconfig: PathBuf,
     confirm_port: u16,
-    namespaces: Namespaces,
     h: &'static support::Harness,
 }
 
@@ -90,6 +89,40 @@ impl World {
         )
         .await
     }
+    /// A ClusterSmtpRelay (implicit TLS, credentials and CA in the operator's
+    /// namespace) named after the test's namespace, which the cleanup removes;
+    /// `extra` is merged into its spec. Its Api and name.
+    async fn cluster_relay(&self, extra: Value) -> (Api<ClusterSmtpRelay>, String) {
+        let ops_secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.ops_ns);
+        apply(
+            &ops_secrets,
+            "shared",
+            secret(
+                &self.ops_ns,
+                "shared",
+                support::ROTATED_USER,
+                support::ROTATED_PASSWORD,
+            ),
+        )
+        .await;
+        let cluster: Api<ClusterSmtpRelay> = Api::all(self.client.clone());
+        let mut spec = relay_spec(self.h.smtps_port, "Tls", Some("shared"));
+        spec["auth"]["credentialsSecretRef"]["namespace"] = json!(self.ops_ns);
+        spec["tls"]["caBundleRef"]["namespace"] = json!(self.ops_ns);
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            spec[k] = v.clone();
+        }
+        let name = self.ns.clone();
+        apply(
+            &cluster,
+            &name,
+            json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "ClusterSmtpRelay",
+                   "metadata": {"name": name}, "spec": spec}),
+        )
+        .await;
+        (cluster, name)
+    }
+
     fn operator(&self) -> cluster::Operator {
         cluster::start_operator(&self.kubeconfig, &self.ops_ns, self.confirm_port)
     }
@@ -111,12 +144,9 @@ where
     let id = cluster::rand_id();
     let ns = format!("e2e-{tag}-{id}");
     let ops_ns = format!("e2e-{tag}-{id}-ops");
-    let namespaces = Namespaces::create(&client, vec![ns.clone(), ops_ns.clone()]).await;
-    let cleanup = Namespaces {
-        client: client.clone(),
-        names: namespaces.names.clone(),
-        cluster_relays: vec![format!("e2e-{tag}-{id}")],
-    };
+    let mut cleanup = Namespaces::create(&client, vec![ns.clone(), ops_ns.clone()]).await;
+    // A ClusterSmtpRelay of the test is named after its namespace (cluster_relay).
+    cleanup.cluster_relays.push(ns.clone());
     let h = support::harness();
     let world = World {
         client: client.clone(),
@@ -124,7 +154,6 @@ where
         ops_ns: ops_ns.clone(),
         kubeconfig,
         confirm_port: cluster::free_port(),
-        namespaces,
         h,
     };
     cluster::with_cleanup(&cleanup, async {
@@ -294,32 +323,7 @@ async fn an_unchanged_relay_is_not_written_to() {
 #[tokio::test]
 async fn a_cluster_relay_reads_credentials_from_another_namespace() {
     in_world("cluster", |w| async move {
-        let ops_secrets: Api<Secret> = Api::namespaced(w.client.clone(), &w.ops_ns);
-        apply(
-            &ops_secrets,
-            "shared",
-            secret(
-                &w.ops_ns,
-                "shared",
-                support::ROTATED_USER,
-                support::ROTATED_PASSWORD,
-            ),
-        )
-        .await;
-        let name = w.namespaces.names[0].clone();
-        let cluster: Api<ClusterSmtpRelay> = Api::all(w.client.clone());
-        let mut spec = relay_spec(w.h.smtps_port, "Tls", Some("shared"));
-        spec["auth"]["credentialsSecretRef"]["namespace"] = json!(w.ops_ns);
-        spec["tls"]["caBundleRef"]["namespace"] = json!(w.ops_ns);
-        // The cleanup removes the ClusterSmtpRelay named after the test.
-        let cluster_name = format!("e2e-cluster-{}", name.rsplit('-').next().unwrap_or(""));
-        apply(
-            &cluster,
-            &cluster_name,
-            json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "ClusterSmtpRelay",
-                   "metadata": {"name": cluster_name}, "spec": spec}),
-        )
-        .await;
+        let (cluster, cluster_name) = w.cluster_relay(json!({})).await;
         let _operator = w.operator();
         let obj = wait_ready(
             "ClusterSmtpRelay",
@@ -591,32 +595,11 @@ async fn the_plugin_tests_lists_exports_and_resends() {
 #[tokio::test]
 async fn a_confirmation_through_ones_own_relay_does_not_carry_to_a_cluster_relay() {
     in_world("bypass", |w| async move {
-        let ops_secrets: Api<Secret> = Api::namespaced(w.client.clone(), &w.ops_ns);
-        apply(
-            &ops_secrets,
-            "shared",
-            secret(
-                &w.ops_ns,
-                "shared",
-                support::ROTATED_USER,
-                support::ROTATED_PASSWORD,
-            ),
-        )
-        .await;
-        let cluster: Api<ClusterSmtpRelay> = Api::all(w.client.clone());
-        let cluster_name = format!("e2e-bypass-{}", w.ns.rsplit('-').next().unwrap_or(""));
-        let mut spec = relay_spec(w.h.smtps_port, "Tls", Some("shared"));
-        spec["auth"]["credentialsSecretRef"]["namespace"] = json!(w.ops_ns);
-        spec["tls"]["caBundleRef"]["namespace"] = json!(w.ops_ns);
-        spec["allowUnconfirmedSenders"] = json!(false);
-        spec["allowCredentialPublishing"] = json!(true);
-        apply(
-            &cluster,
-            &cluster_name,
-            json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "ClusterSmtpRelay",
-                   "metadata": {"name": cluster_name}, "spec": spec}),
-        )
-        .await;
+        let (_, cluster_name) = w
+            .cluster_relay(
+                json!({"allowUnconfirmedSenders": false, "allowCredentialPublishing": true}),
+            )
+            .await;
         // The requester's own relay (here the harness stands for their server).
         w.relay(
             "mine",

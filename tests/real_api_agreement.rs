@@ -178,7 +178,8 @@ fn fields(kind: &str) -> Vec<&'static str> {
 /// Edge values: boundaries, bad patterns, control characters, huge numbers, wrong
 /// types, empty strings, nulls, and plausible good values.
 fn edge(rng: &mut StdRng) -> Value {
-    let strings: &[&str] = &[
+    let mut strings: Vec<&str> = support::hosts::MALFORMED_HOSTS.to_vec();
+    strings.extend_from_slice(&[
         "",
         "a",
         "x",
@@ -200,14 +201,6 @@ fn edge(rng: &mut StdRng) -> Value {
         "2001:db8::25",
         "10.0.0.25",
         "[10.0.0.25]",
-        "[.]",
-        ":.",
-        "[:]",
-        "::1::",
-        "1:2:3:4:5:6:7:8:9",
-        "1.2.3.4.5",
-        "999.999.999.999",
-        "0",
         "0177.0.0.1",
         "-bad.example.com",
         "xn--bcher-kva.example",
@@ -278,7 +271,7 @@ fn edge(rng: &mut StdRng) -> Value {
         "cGFzcw==\n",
         "true",
         "mail team",
-    ];
+    ]);
     match rng.random_range(0..10) {
         0..=4 => json!(strings[rng.random_range(0..strings.len())]),
         5 => {

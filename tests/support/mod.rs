@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fake_api;
 pub mod fault;
 pub mod gitops;
+pub mod hosts;
 pub mod schema_cases;
 
 use std::path::{Path, PathBuf};
