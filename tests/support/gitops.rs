@@ -9,7 +9,9 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 /// kstatus' verdict on an object of a kind it has no special rules for
-/// (sigs.k8s.io/cli-utils/pkg/kstatus: deletion, generation, Reconciling, Stalled).
+/// (sigs.k8s.io/cli-utils/pkg/kstatus: deletion, generation, Reconciling, Stalled,
+/// then the Ready condition: True is Current, False or Unknown InProgress; an
+/// object without conditions is Current).
 pub fn kstatus(obj: &Value) -> &'static str {
     if obj.pointer("/metadata/deletionTimestamp").is_some() {
         return "Terminating";
@@ -23,19 +25,27 @@ pub fn kstatus(obj: &Value) -> &'static str {
     {
         return "InProgress";
     }
-    for c in obj
+    let conditions: Vec<&Value> = obj
         .pointer("/status/conditions")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-    {
+        .collect();
+    for c in &conditions {
         match (c["type"].as_str(), c["status"].as_str()) {
             (Some("Reconciling"), Some("True")) => return "InProgress",
             (Some("Stalled"), Some("True")) => return "Failed",
             _ => {}
         }
     }
-    "Current"
+    match conditions
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+    {
+        Some("True") | None => "Current",
+        Some(_) => "InProgress",
+    }
 }
 
 fn root() -> PathBuf {
@@ -85,16 +95,31 @@ pub fn check(name: &str, obj: &Value, health: &str) {
         status, health,
         "{name}: Argo CD health {status} ({message}) for {obj}"
     );
+    // kstatus (Flux without healthCheckExprs, `kubectl wait`-style tools) agrees:
+    // Current only when Healthy; a written status always lets it judge (an
+    // observedGeneration and a Ready condition with a reason).
     let k = kstatus(obj);
-    match health {
-        "Healthy" => assert_eq!(k, "Current", "{name}: kstatus"),
-        "Degraded" => assert_ne!(k, "InProgress", "{name}: kstatus waits on a failure"),
-        _ => {}
-    }
-    if obj.get("status").is_some() {
+    if let Some(status) = obj.get("status") {
         assert!(
-            obj.pointer("/status/observedGeneration").is_some(),
+            status.get("observedGeneration").is_some(),
             "{name}: a written status always carries observedGeneration"
+        );
+        let ready = status
+            .get("conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+        assert!(
+            ready.is_some_and(|c| c["reason"].as_str().is_some_and(|r| !r.is_empty())),
+            "{name}: a written status always has a Ready condition with a reason"
+        );
+        let expected = if health == "Healthy" {
+            "Current"
+        } else {
+            "InProgress"
+        };
+        assert_eq!(
+            k, expected,
+            "{name}: kstatus says {k} while Argo CD says {health}"
         );
     }
 }
