@@ -41,11 +41,25 @@ fn source_error(what: String, e: kube::Error) -> SourceError {
     }
 }
 
+/// Read an object from the API server's watch cache (resourceVersion=0) rather
+/// than from etcd: reconciles are triggered by watch events the cache has already
+/// seen, so it is fresh enough, and a thousand relays cost the API server no quorum
+/// read. None when it does not exist.
+async fn cached_get<K>(api: &Api<K>, name: &str) -> Result<Option<K>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_with(name, &kube::api::GetParams::any()).await {
+        Ok(o) => Ok(Some(o)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl Source for KubeSource {
     async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Fetched>, SourceError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = api
-            .get_opt(name)
+        let secret = cached_get(&api, name)
             .await
             .map_err(|e| source_error(format!("Secret {namespace}/{name}"), e))?;
         Ok(secret.map(|s| {
@@ -73,8 +87,7 @@ impl Source for KubeSource {
         name: &str,
     ) -> Result<Option<Fetched>, SourceError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
-        let cm = api
-            .get_opt(name)
+        let cm = cached_get(&api, name)
             .await
             .map_err(|e| source_error(format!("ConfigMap {namespace}/{name}"), e))?;
         Ok(cm.map(|c| {
