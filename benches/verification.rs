@@ -239,7 +239,7 @@ async fn main() {
 
 fn decision_bench() {
     use smtp_relay_operator::api::{MailboxSpec, SmtpRelaySpec, TlsSpec, VerificationSpec};
-    use smtp_relay_operator::controller::relay::next_status;
+    use smtp_relay_operator::relay::next_status;
     use smtp_relay_operator::smtp::{Outcome, ServerFacts, Step};
     let spec = SmtpRelaySpec {
         title: None,

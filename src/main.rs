@@ -290,7 +290,7 @@ async fn run_verify(
     };
     let cluster = if secrets_from_cluster {
         match kube::Client::try_default().await {
-            Ok(client) => Some(controller::source::KubeSource {
+            Ok(client) => Some(smtp_relay_operator::k8s::source::KubeSource {
                 client,
                 fingerprint_key: None,
             }),

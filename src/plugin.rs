@@ -14,8 +14,8 @@ use crate::api::{
     ClusterSmtpRelay, ConditionStatus, LastTest, SenderIdentity, SmtpRelay, SmtpRelaySpec,
     SmtpRelayStatus,
 };
-use crate::controller::relay::{TEST_REQUEST_ANNOTATION, types};
 use crate::controller::sender_identity::{CODE_ANNOTATION, RESEND_ANNOTATION, conditions};
+use crate::relay::{TEST_REQUEST_ANNOTATION, types};
 
 /// Errors of the plugin, for a human at a terminal.
 #[derive(Debug, thiserror::Error)]

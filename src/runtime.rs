@@ -188,7 +188,7 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
     metrics.leader.set(1);
 
     let reporter = kube::runtime::events::Reporter {
-        controller: controller::MANAGER.into(),
+        controller: crate::k8s::MANAGER.into(),
         instance: Some(opts.identity.clone()),
     };
     let controllers = controller::run(

@@ -1,34 +1,28 @@
 //! The controllers: one file per kind (observe → decide → apply), shared pieces here.
 
 pub mod cluster_smtp_relay;
-pub mod relay;
 pub mod sender_identity;
 pub mod smtp_relay;
-pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 
 use crate::api::{
     ClusterSmtpRelay, RelayKindRef, SenderIdentity, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus,
 };
 use crate::metrics::Metrics;
+use crate::relay::{self, Transition};
 use crate::smtp::HostLimiter;
-use relay::Transition;
-
-/// Field manager for every write the operator makes.
-pub const MANAGER: &str = "smtp-relay-operator";
 
 /// Errors of a reconcile. They never carry secret material.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +35,15 @@ pub enum Error {
     Conflict,
     #[error("temporarily unavailable: {0}")]
     Transient(String),
+}
+
+impl From<crate::k8s::WriteError> for Error {
+    fn from(e: crate::k8s::WriteError) -> Self {
+        match e {
+            crate::k8s::WriteError::Conflict => Error::Conflict,
+            crate::k8s::WriteError::Api(e) => Error::Status(e),
+        }
+    }
 }
 
 /// What the SenderIdentity controller needs for confirmations.
@@ -164,50 +167,6 @@ pub fn record(ctx: &Context, kind: &str, eval: &relay::Evaluation) {
     }
 }
 
-/// Write a relay's status with server-side apply (the operator owns `.status`), only
-/// if the object is still at the version the decision was made from: a reconcile
-/// that read a stale cache gets a conflict and looks again instead of overwriting.
-pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: &SmtpRelayStatus) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    #[derive(Serialize, Debug)]
-    struct Meta {
-        name: String,
-        #[serde(rename = "resourceVersion", skip_serializing_if = "Option::is_none")]
-        resource_version: Option<String>,
-    }
-    #[derive(Serialize, Debug)]
-    struct StatusPatch<'a> {
-        #[serde(rename = "apiVersion")]
-        api_version: String,
-        kind: String,
-        metadata: Meta,
-        status: &'a SmtpRelayStatus,
-    }
-    let name = obj.name_any();
-    let patch = StatusPatch {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        metadata: Meta {
-            name: name.clone(),
-            resource_version: obj.resource_version(),
-        },
-        status,
-    };
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-        e => Error::Status(e),
-    })
-}
-
 /// Publish an event for a Ready transition. Failure to publish is logged, not fatal.
 pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, t: &Transition) {
     let event = Event {
@@ -238,7 +197,7 @@ pub async fn reconcile_relay<K>(
 where
     K: RelayKind + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let source = source::KubeSource {
+    let source = crate::k8s::source::KubeSource {
         client: ctx.client.clone(),
         fingerprint_key: ctx.confirmation.as_ref().map(|c| c.key.clone()),
     };
@@ -264,7 +223,7 @@ where
         }
         let status = adjust(status);
         if Some(&status) != relay_ref.status {
-            apply_status(&api, obj, &status).await?;
+            crate::k8s::apply_status(&api, obj, &status).await?;
             tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
         }
     }

@@ -12,15 +12,16 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
-use super::relay::{self, Desired, RelayRef, merge_conditions, parse_duration, types};
-use super::source::KubeSource;
-use super::{Context, Error, MANAGER, error_action, instrumented, jittered, publish};
+use super::{Context, Error, error_action, instrumented, jittered, publish};
 use crate::api::{
     ClusterSmtpRelay, ConditionStatus, ConfirmationState, ConfirmationStatus, MailboxSpec,
     RelayKindRef, SendFailure, SenderIdentity, SenderIdentitySpec, SenderIdentityStatus, SmtpRelay,
     SmtpRelaySpec, SmtpRelayStatus, TlsMode,
 };
 use crate::confirm::{self, CODE, ConfirmKey, Refusal, Secrets, TOKEN, rfc3339};
+use crate::k8s::MANAGER;
+use crate::k8s::source::KubeSource;
+use crate::relay::{self, Desired, RelayRef, merge_conditions, parse_duration, types};
 use crate::smtp;
 
 /// Annotation asking for a new confirmation attempt; a changed value is a new request.
@@ -1284,12 +1285,11 @@ async fn write_identity_status(
     identity: &SenderIdentity,
     status: &SenderIdentityStatus,
 ) -> Result<SenderIdentity, Error> {
-    crate::confirm::server::write_status(&ctx.client, identity, status)
-        .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-            e => Error::Status(e),
-        })
+    let api: Api<SenderIdentity> = Api::namespaced(
+        ctx.client.clone(),
+        &identity.namespace().unwrap_or_default(),
+    );
+    Ok(crate::k8s::apply_status(&api, identity, status).await?)
 }
 
 async fn remove_annotation(
@@ -1325,12 +1325,8 @@ async fn write_connection_secret(
         Ok(Some(existing)) => {
             // Never take over a Secret this identity does not own: it could be any
             // application's, and it would be garbage-collected with the identity.
-            let ours = existing
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == owner.uid && o.controller == Some(true));
+            let ours =
+                crate::k8s::controlled_by(existing.metadata.owner_references.as_ref(), &owner.uid);
             if !ours {
                 return Err(format!(
                     "Secret {namespace}/{name} already exists and is not owned by this identity; choose another name"
@@ -1378,12 +1374,7 @@ async fn delete_connection_secret(
     let Some(existing) = api.get_opt(name).await.map_err(Error::Status)? else {
         return Ok(());
     };
-    let ours = existing
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.uid == uid && o.controller == Some(true));
+    let ours = crate::k8s::controlled_by(existing.metadata.owner_references.as_ref(), &uid);
     if !ours {
         return Ok(());
     }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::relay::RelayRef;
 use super::{Context, Error, error_action, instrumented, reconcile_relay};
 use crate::api::SmtpRelay;
+use crate::relay::RelayRef;
 
 pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = relay.namespace().ok_or(Error::Missing("namespace"))?;

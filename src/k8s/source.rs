@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 
-use super::relay::{Fetched, Source, SourceError};
+use crate::relay::{Fetched, Source, SourceError};
 
 /// Reads referenced objects from the API server.
 #[derive(Clone)]
