@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::controller::{self, Settings, Stores};
+pub use crate::controller::Settings;
+use crate::controller::{self, Stores};
 use crate::http::{Probe, router};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -21,7 +22,7 @@ pub struct RunOptions {
     /// Public base URL of the confirmation endpoint (links in mails); None: code only.
     pub confirmation_base_url: Option<String>,
     /// Who confirmation mails are from.
-    pub confirmation_sender: controller::ConfirmationSender,
+    pub confirmation_sender: crate::confirm::ConfirmationSender,
     /// Secret (in the operator namespace) holding the confirmation key.
     pub confirmation_key_secret: String,
     /// Proxies whose X-Forwarded-For is trusted by the endpoint's rate limit.

@@ -15,6 +15,32 @@ use ring::hmac;
 
 use crate::api::{ConfirmationState, ConfirmationStatus};
 
+/// The sender of confirmation mails, configured once by the operator's owner
+/// (never text a requester chose).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfirmationSender {
+    /// From address; the relay's default sender address when None (the relay must
+    /// accept it as a sender).
+    pub from: Option<String>,
+    /// From display name.
+    pub from_name: String,
+    /// Reply-To; the From address when None.
+    pub reply_to: Option<String>,
+}
+
+impl Default for ConfirmationSender {
+    fn default() -> Self {
+        ConfirmationSender {
+            from: None,
+            from_name: DEFAULT_CONFIRMATION_FROM_NAME.into(),
+            reply_to: None,
+        }
+    }
+}
+
+/// Display name of confirmation mails unless configured.
+pub const DEFAULT_CONFIRMATION_FROM_NAME: &str = "Sender address confirmation";
+
 /// The operator's confirmation key.
 #[derive(Clone)]
 pub struct ConfirmKey(hmac::Key);

@@ -53,34 +53,8 @@ pub struct ConfirmContext {
     /// Base URL of the confirmation endpoint; without it, mails carry only the code.
     pub base_url: Option<String>,
     /// Who confirmation mails are from.
-    pub sender: ConfirmationSender,
+    pub sender: crate::confirm::ConfirmationSender,
 }
-
-/// The sender of confirmation mails, configured once by the operator's owner
-/// (never text a requester chose).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfirmationSender {
-    /// From address; the relay's default sender address when None (the relay must
-    /// accept it as a sender).
-    pub from: Option<String>,
-    /// From display name.
-    pub from_name: String,
-    /// Reply-To; the From address when None.
-    pub reply_to: Option<String>,
-}
-
-impl Default for ConfirmationSender {
-    fn default() -> Self {
-        ConfirmationSender {
-            from: None,
-            from_name: DEFAULT_CONFIRMATION_FROM_NAME.into(),
-            reply_to: None,
-        }
-    }
-}
-
-/// Display name of confirmation mails unless configured.
-pub const DEFAULT_CONFIRMATION_FROM_NAME: &str = "Sender address confirmation";
 
 /// Settings of a running operator.
 #[derive(Clone, Debug)]

@@ -24,10 +24,7 @@ use crate::k8s::source::KubeSource;
 use crate::relay::{self, Desired, RelayRef, merge_conditions, parse_duration, types};
 use crate::smtp;
 
-/// Annotation asking for a new confirmation attempt; a changed value is a new request.
-pub const RESEND_ANNOTATION: &str = "smtprelay.io/resend";
-/// Annotation carrying the mailed code back, for clusters without ingress.
-pub const CODE_ANNOTATION: &str = "smtprelay.io/confirmation-code";
+pub use crate::api::{CODE_ANNOTATION, RESEND_ANNOTATION};
 /// Internal: the namespace's labels could not be read; retried, never written.
 const NAMESPACE_LOOKUP_FAILED: &str = "NamespaceLookupFailed";
 /// At most this many confirmation mails per identity in 24 hours.
@@ -45,12 +42,7 @@ pub fn locked_out(c: &ConfirmationStatus) -> bool {
 }
 
 /// Identity condition types.
-pub mod conditions {
-    pub const RELAY_READY: &str = "RelayReady";
-    pub const CONFIRMATION_SENT: &str = "ConfirmationSent";
-    pub const CONFIRMED: &str = "Confirmed";
-    pub const CONNECTION_SECRET_READY: &str = "ConnectionSecretReady";
-}
+pub use crate::api::identity_conditions as conditions;
 
 /// Confirmation mails sent per address in the last 24 hours, in the leader's memory.
 #[derive(Debug, Default)]

@@ -18,15 +18,7 @@ use crate::api::{
 use crate::smtp::{self, HostLimiter, Outcome, Step};
 
 /// Condition types, in the order they are written.
-pub mod types {
-    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
-    pub const CONNECTED: &str = "Connected";
-    pub const SECURE_TRANSPORT: &str = "SecureTransport";
-    pub const AUTHENTICATED: &str = "Authenticated";
-    pub const TEST_MESSAGE_ACCEPTED: &str = "TestMessageAccepted";
-    pub const DEFAULT_RELAY: &str = "DefaultRelay";
-    pub const READY: &str = "Ready";
-}
+pub use crate::api::relay_conditions as types;
 
 /// Reasons that are not SMTP failures (those come from [`FailureReason`]).
 pub mod reasons {
@@ -63,10 +55,7 @@ pub struct Fetched {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Label a Secret must carry before relays may send its credentials anywhere: without
-/// it, anyone allowed to create a SmtpRelay could have the operator send any Secret of
-/// the namespace to a host of their choice.
-pub const CREDENTIALS_LABEL: &str = "smtprelay.io/credentials";
+pub use crate::api::CREDENTIALS_LABEL;
 
 impl std::fmt::Debug for Fetched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -866,8 +855,7 @@ pub fn next_status(
     }
 }
 
-/// Annotation carrying an on-demand test send: "<request-id> <recipient>".
-pub const TEST_REQUEST_ANNOTATION: &str = "smtprelay.io/test-request";
+pub use crate::api::TEST_REQUEST_ANNOTATION;
 
 /// A test send asked for in the annotation and not answered yet (pure).
 pub fn pending_test<'a>(
