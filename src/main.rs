@@ -197,6 +197,8 @@ async fn main() -> ExitCode {
                         denied_destinations,
                         cluster_cidrs,
                     ),
+                    // Read from the operator's key Secret once running.
+                    input_key: None,
                 },
                 metrics_addr,
                 confirmation_addr,
@@ -292,7 +294,7 @@ async fn run_verify(
         match kube::Client::try_default().await {
             Ok(client) => Some(smtp_relay_operator::k8s::source::KubeSource {
                 client,
-                fingerprint_key: None,
+                input_key: None,
             }),
             Err(e) => {
                 eprintln!("error: --secrets-from-cluster: cannot reach the cluster: {e}");

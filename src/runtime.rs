@@ -194,7 +194,10 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
     };
     let controllers = controller::run(
         client,
-        opts.settings.clone(),
+        Settings {
+            input_key: Some(crate::relay::InputKey::from_confirm_key(&key)),
+            ..opts.settings.clone()
+        },
         reporter,
         Arc::clone(&metrics),
         stores,

@@ -67,6 +67,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// Where relays may send the operator (checked on every resolved address).
     pub destinations: Arc<crate::smtp::DestinationPolicy>,
+    /// What relays fingerprint their Secrets and ConfigMaps with, whether or not
+    /// confirmations are configured (None: their resourceVersions).
+    pub input_key: Option<crate::relay::InputKey>,
 }
 
 /// Shared by all reconciles.
@@ -173,7 +176,7 @@ where
 {
     let source = crate::k8s::source::KubeSource {
         client: ctx.client.clone(),
-        fingerprint_key: ctx.confirmation.as_ref().map(|c| c.key.clone()),
+        input_key: ctx.settings.input_key.clone(),
     };
     let eval = relay::evaluate(&relay_ref, &source, &ctx.limiter, false).await;
     record(ctx, relay_ref.kind, &eval);

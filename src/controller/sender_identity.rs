@@ -914,7 +914,7 @@ async fn relay_target(
 ) -> Result<(smtp::Target, TlsMode, Vec<(String, String)>), String> {
     let source = KubeSource {
         client: ctx.client.clone(),
-        fingerprint_key: ctx.confirmation.as_ref().map(|c| c.key.clone()),
+        input_key: ctx.settings.input_key.clone(),
     };
     let (ns, name, spec, status, kind) = match (relay, cluster) {
         (Some(r), _) => (

@@ -2,6 +2,7 @@
 //! [`Source`], checked, and turned into a session target with a version string.
 
 use super::*;
+use ring::hmac;
 
 /// A Secret or ConfigMap's data, as the observe step sees it. Its Debug output shows
 /// the keys only.
@@ -250,4 +251,77 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
         },
         inputs: versions.join("/"),
     })
+}
+
+/// The key relays fingerprint their inputs with: a Secret's or ConfigMap's version
+/// is a keyed digest of its data, so a change of its metadata alone (an annotation
+/// from a secrets manager) is not a new input, and nothing about the data can be
+/// learnt from status. The operator holds one for its whole life, read from its key
+/// Secret, so a restart computes the same fingerprints and verifies nothing again.
+#[derive(Clone)]
+pub struct InputKey(hmac::Key);
+
+impl std::fmt::Debug for InputKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InputKey(<redacted>)")
+    }
+}
+
+impl InputKey {
+    pub fn new(bytes: &[u8]) -> Self {
+        InputKey(hmac::Key::new(hmac::HMAC_SHA256, bytes))
+    }
+
+    /// From the operator's key Secret. Digests of either use stay apart by the label
+    /// each one starts with ("fingerprint" here, "token" or "code" for confirmations),
+    /// and fingerprints already in status keep matching.
+    pub fn from_confirm_key(key: &crate::confirm::ConfirmKey) -> Self {
+        InputKey(key.hmac_key().clone())
+    }
+
+    /// A short keyed digest of some data (a Secret's keys and values): equal data,
+    /// equal fingerprint.
+    pub fn fingerprint(&self, data: &BTreeMap<String, Vec<u8>>) -> String {
+        use base64::Engine as _;
+        let mut ctx = hmac::Context::with_key(&self.0);
+        ctx.update(b"fingerprint\0");
+        for (k, v) in data {
+            ctx.update(&(k.len() as u64).to_be_bytes());
+            ctx.update(k.as_bytes());
+            ctx.update(&(v.len() as u64).to_be_bytes());
+            ctx.update(v);
+        }
+        let tag = ctx.sign();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tag.as_ref()[..12])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::confirm::ConfirmKey;
+
+    #[test]
+    fn fingerprints_follow_data_only() {
+        let key = InputKey::from_confirm_key(&ConfirmKey::generate().0);
+        let mut a = std::collections::BTreeMap::new();
+        a.insert("password".to_string(), b"one".to_vec());
+        let fa = key.fingerprint(&a);
+        assert_eq!(fa, key.fingerprint(&a.clone()));
+        a.insert("password".to_string(), b"two".to_vec());
+        assert_ne!(fa, key.fingerprint(&a));
+        assert!(!fa.contains("one"));
+        let other = InputKey::new(&ConfirmKey::generate().1);
+        assert_ne!(key.fingerprint(&a), other.fingerprint(&a));
+    }
+
+    #[test]
+    fn the_input_key_is_the_key_secret_material() {
+        let bytes = b"0123456789abcdef0123456789abcdef";
+        let data = BTreeMap::from([("k".to_string(), b"v".to_vec())]);
+        assert_eq!(
+            InputKey::new(bytes).fingerprint(&data),
+            InputKey::from_confirm_key(&ConfirmKey::new(bytes)).fingerprint(&data)
+        );
+    }
 }
