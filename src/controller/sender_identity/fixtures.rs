@@ -19,7 +19,7 @@ pub fn spec() -> SenderIdentitySpec {
     }
 }
 
-pub fn relay(ready: bool) -> Result<RelayView, (&'static str, String)> {
+pub fn relay(ready: bool) -> Result<RelayView, RelayProblem> {
     Ok(RelayView {
         label: "SmtpRelay corporate".into(),
         kind: RelayKindRef::SmtpRelay,
@@ -49,7 +49,7 @@ pub fn ts(s: &str) -> Timestamp {
 pub struct World {
     pub key: ConfirmKey,
     pub spec: SenderIdentitySpec,
-    pub relay: Result<RelayView, (&'static str, String)>,
+    pub relay: Result<RelayView, RelayProblem>,
     pub status: Option<SenderIdentityStatus>,
 }
 

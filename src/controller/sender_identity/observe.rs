@@ -74,7 +74,7 @@ pub fn relay_view(
         Some(c) if c.status == ConditionStatus::True => None,
         Some(c) => Some((c.reason.clone(), c.message.clone())),
         None => Some((
-            "NotVerified".into(),
+            reasons::NOT_VERIFIED.into(),
             "the relay has not been verified yet".into(),
         )),
     };
@@ -113,28 +113,104 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_ok && exprs_ok
 }
 
-pub(super) async fn observe_relay(
+/// Why an identity has no relay to use. The first three are reported in status; the
+/// last is transient (retried, never written).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RelayProblem {
+    /// The referenced relay does not exist ("SmtpRelay team/corp", "ClusterSmtpRelay x").
+    NotFound(String),
+    /// No relayRef and no ClusterSmtpRelay claims to be the default.
+    NoDefault,
+    /// The ClusterSmtpRelay's allowedNamespaces do not match the identity's namespace.
+    NamespaceNotAllowed { relay: String, namespace: String },
+    /// The namespace's labels could not be read to check allowedNamespaces.
+    NamespaceUnreadable { relay: String, namespace: String },
+}
+
+impl RelayProblem {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RelayProblem::NotFound(_) => reasons::RELAY_NOT_FOUND,
+            RelayProblem::NoDefault => reasons::NO_DEFAULT_RELAY,
+            RelayProblem::NamespaceNotAllowed { .. } => reasons::NAMESPACE_NOT_ALLOWED,
+            RelayProblem::NamespaceUnreadable { .. } => reasons::NAMESPACE_LOOKUP_FAILED,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            RelayProblem::NotFound(relay) => format!("{relay} does not exist"),
+            RelayProblem::NoDefault => {
+                "spec.relayRef is omitted and no ClusterSmtpRelay is marked default".into()
+            }
+            RelayProblem::NamespaceNotAllowed { relay, namespace } => format!(
+                "ClusterSmtpRelay {relay} does not allow namespace {namespace} (spec.allowedNamespaces)"
+            ),
+            RelayProblem::NamespaceUnreadable { relay, namespace } => format!(
+                "cannot read the labels of namespace {namespace} to check ClusterSmtpRelay {relay}'s allowedNamespaces; will retry"
+            ),
+        }
+    }
+}
+
+/// The relay object an identity uses, as the shared cache holds it.
+#[derive(Clone, Debug)]
+pub enum RelayObject {
+    Namespaced(Arc<SmtpRelay>),
+    Cluster(Arc<ClusterSmtpRelay>),
+}
+
+/// Everything an identity reconcile read before deciding.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub relay: Result<RelayView, RelayProblem>,
+    /// The relay object behind `relay`, to resolve its session target from.
+    pub object: Option<RelayObject>,
+}
+
+/// The relay's session target (credentials included), its TLS mode and custom headers.
+#[derive(Debug)]
+pub struct RelayTarget {
+    pub target: smtp::Target,
+    pub mode: TlsMode,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Gather: the relay the identity uses, from the shared caches (and the namespace's
+/// labels for a cluster relay that restricts namespaces). An unreadable namespace is
+/// an error of the reconcile (retried), never a status.
+pub(super) async fn observe(
     ctx: &Context,
     namespace: &str,
     spec: &SenderIdentitySpec,
-) -> Result<
-    (
-        RelayView,
-        Option<Arc<SmtpRelay>>,
-        Option<Arc<ClusterSmtpRelay>>,
-    ),
-    (&'static str, String),
-> {
+) -> Result<Observed, Error> {
+    match find_relay(ctx, namespace, spec).await {
+        Ok((view, object)) => Ok(Observed {
+            relay: Ok(view),
+            object: Some(object),
+        }),
+        Err(p @ RelayProblem::NamespaceUnreadable { .. }) => Err(Error::Transient(p.message())),
+        Err(p) => Ok(Observed {
+            relay: Err(p),
+            object: None,
+        }),
+    }
+}
+
+async fn find_relay(
+    ctx: &Context,
+    namespace: &str,
+    spec: &SenderIdentitySpec,
+) -> Result<(RelayView, RelayObject), RelayProblem> {
     match &spec.relay_ref {
         Some(r) if r.kind == RelayKindRef::SmtpRelay => {
             let found =
                 ctx.relays.state().into_iter().find(|o| {
                     o.name_any() == r.name && o.namespace().as_deref() == Some(namespace)
                 });
-            let relay = found.ok_or((
-                "RelayNotFound",
-                format!("SmtpRelay {namespace}/{} does not exist", r.name),
-            ))?;
+            let relay = found.ok_or_else(|| {
+                RelayProblem::NotFound(format!("SmtpRelay {namespace}/{}", r.name))
+            })?;
             let binding = relay_binding(
                 RelayKindRef::SmtpRelay,
                 Some(namespace),
@@ -151,7 +227,7 @@ pub(super) async fn observe_relay(
                 true,
                 binding,
             );
-            Ok((view, Some(relay), None))
+            Ok((view, RelayObject::Namespaced(relay)))
         }
         other => {
             let cluster = match other {
@@ -160,42 +236,24 @@ pub(super) async fn observe_relay(
                     .state()
                     .into_iter()
                     .find(|o| o.name_any() == r.name)
-                    .ok_or((
-                        "RelayNotFound",
-                        format!("ClusterSmtpRelay {} does not exist", r.name),
-                    ))?,
+                    .ok_or_else(|| {
+                        RelayProblem::NotFound(format!("ClusterSmtpRelay {}", r.name))
+                    })?,
                 None => {
                     super::super::cluster_smtp_relay::honoured_default(&ctx.cluster_relays.state())
-                        .ok_or((
-                            "NoDefaultRelay",
-                            "spec.relayRef is omitted and no ClusterSmtpRelay is marked default"
-                                .to_string(),
-                        ))?
+                        .ok_or(RelayProblem::NoDefault)?
                 }
             };
             if let Some(selector) = &cluster.spec.allowed_namespaces {
                 let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
+                let (relay, namespace) = (cluster.name_any(), namespace.to_string());
                 // Fail closed: without the labels, the namespace is not allowed.
-                let labels = match ns_api.get_opt(namespace).await {
+                let labels = match ns_api.get_opt(&namespace).await {
                     Ok(n) => n.and_then(|n| n.metadata.labels).unwrap_or_default(),
-                    Err(_) => {
-                        return Err((
-                            NAMESPACE_LOOKUP_FAILED,
-                            format!(
-                                "cannot read the labels of namespace {namespace} to check ClusterSmtpRelay {}'s allowedNamespaces; will retry",
-                                cluster.name_any()
-                            ),
-                        ));
-                    }
+                    Err(_) => return Err(RelayProblem::NamespaceUnreadable { relay, namespace }),
                 };
                 if !selector_matches(selector, &labels) {
-                    return Err((
-                        "NamespaceNotAllowed",
-                        format!(
-                            "ClusterSmtpRelay {} does not allow namespace {namespace} (spec.allowedNamespaces)",
-                            cluster.name_any()
-                        ),
-                    ));
+                    return Err(RelayProblem::NamespaceNotAllowed { relay, namespace });
                 }
             }
             let binding = relay_binding(
@@ -214,37 +272,36 @@ pub(super) async fn observe_relay(
                 cluster.spec.allow_unconfirmed_senders,
                 binding,
             );
-            Ok((view, None, Some(cluster)))
+            Ok((view, RelayObject::Cluster(cluster)))
         }
     }
 }
 
-/// Resolve the relay's session target (credentials included) the way the relay controller does.
+/// Resolve the relay's session target (credentials included) the way the relay
+/// controller does: one Secret read and one TLS setup.
 pub(super) async fn relay_target(
     ctx: &Context,
-    relay: Option<&SmtpRelay>,
-    cluster: Option<&ClusterSmtpRelay>,
-) -> Result<(smtp::Target, TlsMode, Vec<(String, String)>), String> {
+    relay: &RelayObject,
+) -> Result<RelayTarget, String> {
     let source = KubeSource {
         client: ctx.client.clone(),
         input_key: ctx.settings.input_key.clone(),
     };
-    let (ns, name, spec, status, kind) = match (relay, cluster) {
-        (Some(r), _) => (
+    let (ns, name, spec, status, kind) = match relay {
+        RelayObject::Namespaced(r) => (
             r.namespace(),
             r.name_any(),
             &r.spec,
             r.status.as_ref(),
             "SmtpRelay",
         ),
-        (None, Some(c)) => (
+        RelayObject::Cluster(c) => (
             None,
             c.name_any(),
             &c.spec.relay,
             c.status.as_ref(),
             "ClusterSmtpRelay",
         ),
-        _ => return Err("no relay".into()),
     };
     let r = RelayRef {
         kind,
@@ -262,7 +319,11 @@ pub(super) async fn relay_target(
         .iter()
         .map(|h| (h.name.clone(), h.value.clone()))
         .collect();
-    Ok((resolved.target, spec.tls.mode, headers))
+    Ok(RelayTarget {
+        target: resolved.target,
+        mode: spec.tls.mode,
+        headers,
+    })
 }
 
 #[cfg(test)]

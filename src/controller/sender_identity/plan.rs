@@ -8,7 +8,7 @@ pub struct Facts<'a> {
     pub spec: &'a SenderIdentitySpec,
     pub status: Option<&'a SenderIdentityStatus>,
     /// The relay, or (reason, message) why there is none to use.
-    pub relay: &'a Result<RelayView, (&'static str, String)>,
+    pub relay: &'a Result<RelayView, RelayProblem>,
     pub code_annotation: Option<&'a str>,
     pub resend_annotation: Option<&'a str>,
     pub page_url: Option<String>,

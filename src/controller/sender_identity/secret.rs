@@ -23,7 +23,7 @@ pub fn revoked_secret<'a>(
         Ok(allowed) => !allowed,
         Err(reason) => matches!(
             *reason,
-            "NamespaceNotAllowed" | "RelayNotFound" | "NoDefaultRelay"
+            reasons::NAMESPACE_NOT_ALLOWED | reasons::RELAY_NOT_FOUND | reasons::NO_DEFAULT_RELAY
         ),
     };
     (gone || unconfirmed || disallowed).then_some(published)

@@ -2,6 +2,39 @@
 
 use super::*;
 
+/// Reasons of SenderIdentity conditions (relay problems, confirmation, Secret).
+pub mod reasons {
+    pub const RELAY_NOT_FOUND: &str = "RelayNotFound";
+    pub const NO_DEFAULT_RELAY: &str = "NoDefaultRelay";
+    pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+    /// Internal: the namespace's labels could not be read; retried, never written.
+    pub const NAMESPACE_LOOKUP_FAILED: &str = "NamespaceLookupFailed";
+    /// A relay's Ready reason before its first verification (as the identity sees it).
+    pub const NOT_VERIFIED: &str = "NotVerified";
+    pub const RELAY_NOT_VERIFIED: &str = "RelayNotVerified";
+    pub const RELAY_NOT_READY: &str = "RelayNotReady";
+    pub const USAGE_NOT_SERVED: &str = "UsageNotServed";
+    pub const RELAY_READY: &str = "RelayReady";
+    pub const NOT_REQUIRED: &str = "NotRequired";
+    pub const SENT: &str = "Sent";
+    pub const SENDING: &str = "Sending";
+    pub const WAITING_FOR_RELAY: &str = "WaitingForRelay";
+    pub const DAILY_LIMIT_REACHED: &str = "DailyLimitReached";
+    pub const EXPIRED: &str = "Expired";
+    /// Once an attempt is withdrawn after too many wrong codes.
+    pub const CODE_ATTEMPTS_EXHAUSTED: &str = "CodeAttemptsExhausted";
+    pub const PENDING: &str = "Pending";
+    pub const CONFIRMED: &str = "Confirmed";
+    pub const CODE_REJECTED: &str = "CodeRejected";
+    pub const WAITING: &str = "Waiting";
+    pub const WRITTEN: &str = "Written";
+    pub const PUBLISHING_NOT_ALLOWED: &str = "PublishingNotAllowed";
+    pub const SECRET_WRITE_FAILED: &str = "SecretWriteFailed";
+    pub const RELAY_CREDENTIALS_UNAVAILABLE: &str = "RelayCredentialsUnavailable";
+    pub const READY: &str = "Ready";
+    pub const NOT_READY: &str = "NotReady";
+}
+
 /// State of the connection Secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretState {
@@ -15,7 +48,7 @@ pub enum SecretState {
 
 /// Is the identity usable (relay Ready, usage served, confirmed or not required)?
 pub fn usable(
-    relay: &Result<RelayView, (&'static str, String)>,
+    relay: &Result<RelayView, RelayProblem>,
     spec: &SenderIdentitySpec,
     c: &ConfirmationStatus,
 ) -> bool {
@@ -28,10 +61,55 @@ pub fn usable(
         )
 }
 
+/// RelayReady: the first failing check wins (no relay, not verified yet, not Ready,
+/// usage not served), else Ready.
+fn relay_condition(spec: &SenderIdentitySpec, relay: &Result<RelayView, RelayProblem>) -> Desired {
+    use ConditionStatus::{False, True};
+    let d = |s: ConditionStatus, r: &str, m: String| Desired {
+        type_: conditions::RELAY_READY,
+        status: s,
+        reason: r.into(),
+        message: m,
+    };
+    let r = match relay {
+        Err(problem) => return d(False, problem.reason(), problem.message()),
+        Ok(r) => r,
+    };
+    // Not failing, only not verified yet: a wait, not a fault (GitOps tools show
+    // Progressing for it).
+    if let Some((reason, message)) = &r.not_ready {
+        return if reason == reasons::NOT_VERIFIED {
+            d(
+                False,
+                reasons::RELAY_NOT_VERIFIED,
+                format!(
+                    "{} has not been verified yet; the identity waits for it",
+                    r.label
+                ),
+            )
+        } else {
+            d(
+                False,
+                reasons::RELAY_NOT_READY,
+                format!("{} is not Ready ({reason}): {message}", r.label),
+            )
+        };
+    }
+    let missing = unserved_usage(&spec.usage, &r.usage);
+    if !missing.is_empty() {
+        return d(
+            False,
+            reasons::USAGE_NOT_SERVED,
+            format!("{} does not serve usage {}", r.label, missing.join(", ")),
+        );
+    }
+    d(True, reasons::RELAY_READY, format!("{} is Ready", r.label))
+}
+
 /// Decide the conditions (pure).
 pub fn desired_conditions(
     spec: &SenderIdentitySpec,
-    relay: &Result<RelayView, (&'static str, String)>,
+    relay: &Result<RelayView, RelayProblem>,
     p: &Plan,
     secret: &SecretState,
 ) -> Vec<Desired> {
@@ -43,40 +121,7 @@ pub fn desired_conditions(
         message: m,
     };
     let mut out = Vec::new();
-    let relay_cond = match relay {
-        Err((reason, message)) => d(conditions::RELAY_READY, False, reason, message.clone()),
-        Ok(r) => match (&r.not_ready, unserved_usage(&spec.usage, &r.usage)) {
-            // Not failing, only not verified yet: a wait, not a fault (GitOps tools
-            // show Progressing for it).
-            (Some((reason, _)), _) if reason == "NotVerified" => d(
-                conditions::RELAY_READY,
-                False,
-                "RelayNotVerified",
-                format!(
-                    "{} has not been verified yet; the identity waits for it",
-                    r.label
-                ),
-            ),
-            (Some((reason, message)), _) => d(
-                conditions::RELAY_READY,
-                False,
-                "RelayNotReady",
-                format!("{} is not Ready ({reason}): {message}", r.label),
-            ),
-            (None, missing) if !missing.is_empty() => d(
-                conditions::RELAY_READY,
-                False,
-                "UsageNotServed",
-                format!("{} does not serve usage {}", r.label, missing.join(", ")),
-            ),
-            (None, _) => d(
-                conditions::RELAY_READY,
-                True,
-                "RelayReady",
-                format!("{} is Ready", r.label),
-            ),
-        },
-    };
+    let relay_cond = relay_condition(spec, relay);
     let relay_ok = relay_cond.status == True;
     out.push(relay_cond);
 
@@ -85,13 +130,13 @@ pub fn desired_conditions(
         ConfirmationState::NotRequired => d(
             conditions::CONFIRMATION_SENT,
             True,
-            "NotRequired",
+            reasons::NOT_REQUIRED,
             "confirmation is not required".into(),
         ),
         ConfirmationState::Confirmed => d(
             conditions::CONFIRMATION_SENT,
             True,
-            "Sent",
+            reasons::SENT,
             format!("confirmation mail sent to {}", c.address),
         ),
         ConfirmationState::Expired if locked_out(c) => d(
@@ -105,7 +150,7 @@ pub fn desired_conditions(
         ConfirmationState::Expired => d(
             conditions::CONFIRMATION_SENT,
             False,
-            "Expired",
+            reasons::EXPIRED,
             format!(
                 "the confirmation expired at {}; annotate {RESEND_ANNOTATION} with a new value to send a new one",
                 c.expires_at.as_deref().unwrap_or("?")
@@ -115,7 +160,7 @@ pub fn desired_conditions(
             (_, _, Some(why)) => d(
                 conditions::CONFIRMATION_SENT,
                 False,
-                "DailyLimitReached",
+                reasons::DAILY_LIMIT_REACHED,
                 why.clone(),
             ),
             (Some(f), _, _) => d(
@@ -130,7 +175,7 @@ pub fn desired_conditions(
             (None, Some(at), _) => d(
                 conditions::CONFIRMATION_SENT,
                 True,
-                "Sent",
+                reasons::SENT,
                 format!(
                     "sent to {} at {at}, valid until {}",
                     c.address,
@@ -140,13 +185,13 @@ pub fn desired_conditions(
             (None, None, _) if !relay_ok => d(
                 conditions::CONFIRMATION_SENT,
                 False,
-                "WaitingForRelay",
+                reasons::WAITING_FOR_RELAY,
                 "the confirmation mail is sent once the relay is Ready".into(),
             ),
             (None, None, _) => d(
                 conditions::CONFIRMATION_SENT,
                 False,
-                "Sending",
+                reasons::SENDING,
                 format!("sending the confirmation mail to {}", c.address),
             ),
         },
@@ -157,13 +202,13 @@ pub fn desired_conditions(
         (ConfirmationState::Confirmed, _) => d(
             conditions::CONFIRMED,
             True,
-            "Confirmed",
+            reasons::CONFIRMED,
             format!("confirmed at {}", c.confirmed_at.as_deref().unwrap_or("?")),
         ),
         (ConfirmationState::NotRequired, _) => d(
             conditions::CONFIRMED,
             True,
-            "NotRequired",
+            reasons::NOT_REQUIRED,
             "confirmation is not required".into(),
         ),
         (ConfirmationState::Expired, _) if locked_out(c) => d(
@@ -177,7 +222,7 @@ pub fn desired_conditions(
         (ConfirmationState::Pending, Some(Err(Refusal::Mismatch))) => d(
             conditions::CONFIRMED,
             False,
-            "Pending",
+            reasons::PENDING,
             format!(
                 "the code in {CODE_ANNOTATION} was wrong ({} of {MAX_FAILED_CODES} tries used); waiting for the owner of {} to open the link or give the code",
                 c.failed_codes, c.address
@@ -186,7 +231,7 @@ pub fn desired_conditions(
         (_, Some(Err(refusal))) => d(
             conditions::CONFIRMED,
             False,
-            "CodeRejected",
+            reasons::CODE_REJECTED,
             format!(
                 "the code in {CODE_ANNOTATION} was not accepted: {}",
                 refusal.explain()
@@ -195,13 +240,13 @@ pub fn desired_conditions(
         (ConfirmationState::Expired, _) => d(
             conditions::CONFIRMED,
             False,
-            "Expired",
+            reasons::EXPIRED,
             "the owner did not confirm in time".into(),
         ),
         (ConfirmationState::Pending, _) => d(
             conditions::CONFIRMED,
             False,
-            "Pending",
+            reasons::PENDING,
             format!(
                 "waiting for the owner of {} to open the link or give the code",
                 c.address
@@ -217,7 +262,7 @@ pub fn desired_conditions(
             out.push(d(
                 conditions::CONNECTION_SECRET_READY,
                 False,
-                "Waiting",
+                reasons::WAITING,
                 "written once the relay is Ready and the address confirmed".into(),
             ));
             false
@@ -226,7 +271,7 @@ pub fn desired_conditions(
             out.push(d(
                 conditions::CONNECTION_SECRET_READY,
                 True,
-                "Written",
+                reasons::WRITTEN,
                 format!("connection details in Secret {name}"),
             ));
             true
@@ -235,7 +280,7 @@ pub fn desired_conditions(
             out.push(d(
                 conditions::CONNECTION_SECRET_READY,
                 False,
-                "PublishingNotAllowed",
+                reasons::PUBLISHING_NOT_ALLOWED,
                 m.clone(),
             ));
             false
@@ -256,7 +301,7 @@ pub fn desired_conditions(
         None if relay_ok && confirmed_ok && secret_ok => d(
             types::READY,
             True,
-            "Ready",
+            reasons::READY,
             format!(
                 "{} can send through {}",
                 spec.address,
@@ -264,7 +309,7 @@ pub fn desired_conditions(
             ),
         ),
         Some(f) => d(types::READY, False, &f.reason, f.message),
-        None => d(types::READY, False, "NotReady", String::new()),
+        None => d(types::READY, False, reasons::NOT_READY, String::new()),
     });
     out
 }
@@ -293,7 +338,7 @@ pub fn next_status(
     spec: &SenderIdentitySpec,
     generation: Option<i64>,
     previous: Option<&SenderIdentityStatus>,
-    relay: &Result<RelayView, (&'static str, String)>,
+    relay: &Result<RelayView, RelayProblem>,
     p: &Plan,
     secret: &SecretState,
     now: Timestamp,
@@ -327,9 +372,9 @@ pub(super) fn identity_transition(
     let ready = relay::ready_change(previous.map(|p| p.conditions.as_slice()), &next.conditions)?;
     let is_ready = ready.status == ConditionStatus::True;
     Some(relay::Transition {
-        warning: !is_ready && ready.reason != "Pending" && ready.reason != "Sending",
+        warning: !is_ready && ready.reason != reasons::PENDING && ready.reason != reasons::SENDING,
         reason: if is_ready {
-            "Ready".into()
+            reasons::READY.into()
         } else {
             ready.reason.clone()
         },
@@ -371,7 +416,7 @@ mod tests {
             w.condition(conditions::CONFIRMATION_SENT),
             (ConditionStatus::False, "WaitingForRelay".into())
         );
-        w.relay = Err(("NoDefaultRelay", "none".into()));
+        w.relay = Err(RelayProblem::NoDefault);
         w.step("2026-01-01T00:00:01Z", None, None, true);
         assert_eq!(
             w.condition(types::READY),
