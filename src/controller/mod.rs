@@ -312,6 +312,23 @@ fn referencing<R: RelayKind, M: Resource>(
     }
 }
 
+/// Map a relay event (of one kind) to the identities that use that relay.
+fn identities_using<R: RelayKind>(
+    identities: Store<SenderIdentity>,
+    kind: RelayKindRef,
+) -> impl Fn(Arc<R>) -> Vec<ObjectRef<SenderIdentity>> + Send + Sync + 'static {
+    move |r| {
+        // A cluster relay has no namespace; identities in any namespace may use it.
+        let (ns, name) = (r.namespace(), r.name_any());
+        identities
+            .state()
+            .into_iter()
+            .filter(|i| sender_identity::uses_relay(i, kind, ns.as_deref(), &name))
+            .map(|i| ObjectRef::from_obj(&*i))
+            .collect()
+    }
+}
+
 /// Run both relay controllers until `shutdown` resolves; in-flight reconciles finish.
 pub async fn run(
     client: Client,
@@ -417,11 +434,7 @@ pub async fn run(
             referencing(relay_store, CmKind, default_ns.clone()),
         )
         .graceful_shutdown_on(wait_for(shutdown.clone()))
-        .run(
-            smtp_relay::reconcile,
-            smtp_relay::error_policy,
-            Arc::clone(&ctx),
-        )
+        .run(smtp_relay::reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "SmtpRelay reconcile");
@@ -455,11 +468,7 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(wait_for(shutdown))
-        .run(
-            cluster_smtp_relay::reconcile,
-            cluster_smtp_relay::error_policy,
-            ctx,
-        )
+        .run(cluster_smtp_relay::reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ClusterSmtpRelay reconcile");
@@ -478,45 +487,18 @@ pub async fn run(
         }
         identity_controller
             .with_config(controller_config.clone())
-            .watches_shared_stream(relay_events_for_identities, move |r: Arc<SmtpRelay>| {
-                let (ns, name) = (r.namespace(), r.name_any());
-                by_relay
-                    .state()
-                    .into_iter()
-                    .filter(|i| {
-                        sender_identity::uses_relay(
-                            i,
-                            RelayKindRef::SmtpRelay,
-                            ns.as_deref(),
-                            &name,
-                        )
-                    })
-                    .map(|i| ObjectRef::from_obj(&*i))
-                    .collect::<Vec<_>>()
-            })
+            .watches_shared_stream(
+                relay_events_for_identities,
+                identities_using(by_relay, RelayKindRef::SmtpRelay),
+            )
             .watches_shared_stream(
                 cluster_events_for_identities,
-                move |r: Arc<ClusterSmtpRelay>| {
-                    let name = r.name_any();
-                    by_cluster_relay
-                        .state()
-                        .into_iter()
-                        .filter(|i| {
-                            sender_identity::uses_relay(
-                                i,
-                                RelayKindRef::ClusterSmtpRelay,
-                                None,
-                                &name,
-                            )
-                        })
-                        .map(|i| ObjectRef::from_obj(&*i))
-                        .collect::<Vec<_>>()
-                },
+                identities_using(by_cluster_relay, RelayKindRef::ClusterSmtpRelay),
             )
             .graceful_shutdown_on(wait_for(identity_shutdown))
             .run(
                 sender_identity::reconcile,
-                sender_identity::error_policy,
+                error_policy,
                 Arc::clone(&identity_ctx),
             )
             .for_each(|r| async move {
@@ -578,6 +560,12 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Requeue policy after a reconcile error (API trouble, not relay trouble), for
+/// every kind.
+pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    error_action(error)
 }
 
 /// Requeue policy after a reconcile error (API trouble, not relay trouble).

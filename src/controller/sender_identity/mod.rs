@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, Error, error_action, instrumented, jittered, publish};
+use super::{Context, Error, instrumented, jittered, publish};
 use crate::api::{
     ClusterSmtpRelay, ConditionStatus, ConfirmationState, ConfirmationStatus, MailboxSpec,
     RelayKindRef, SendFailure, SenderIdentity, SenderIdentitySpec, SenderIdentityStatus, SmtpRelay,
@@ -150,10 +150,6 @@ async fn reconcile_in_span(
     };
     let actions = decide(&identity, &observed, plan, target, &mail, now);
     apply(&ctx, &identity, &observed, actions).await
-}
-
-pub fn error_policy(_identity: Arc<SenderIdentity>, error: &Error, _ctx: Arc<Context>) -> Action {
-    error_action(error)
 }
 
 /// Identities that use a relay of this kind and name (and, for cluster relays, those
