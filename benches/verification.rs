@@ -239,7 +239,7 @@ async fn main() {
 
 fn decision_bench() {
     use smtp_relay_operator::api::{MailboxSpec, SmtpRelaySpec, TlsSpec, VerificationSpec};
-    use smtp_relay_operator::controller::relay::next_status;
+    use smtp_relay_operator::relay::next_status;
     use smtp_relay_operator::smtp::{Outcome, ServerFacts, Step};
     let spec = SmtpRelaySpec {
         title: None,
@@ -320,22 +320,24 @@ fn identity_bench(now: jiff::Timestamp) {
         Facts, RelayView, SecretState, next_status, plan,
     };
     let key = ConfirmKey::new(b"bench-key-bench-key-bench-key-32");
-    let relay: Result<RelayView, (&'static str, String)> = Ok(RelayView {
-        label: "SmtpRelay corporate".into(),
-        kind: RelayKindRef::SmtpRelay,
-        name: "corporate".into(),
-        not_ready: None,
-        usage: vec!["sales".into()],
-        no_reply: None,
-        default_sender: MailboxSpec {
-            address: "noreply@example.test".into(),
-            name: None,
-        },
-        publishing_allowed: true,
-        unconfirmed_allowed: true,
-        binding: "SmtpRelay bench/corporate via smtp.example.test:587 (StartTls, no credentials)"
-            .into(),
-    });
+    let relay: Result<RelayView, smtp_relay_operator::controller::sender_identity::RelayProblem> =
+        Ok(RelayView {
+            label: "SmtpRelay corporate".into(),
+            kind: RelayKindRef::SmtpRelay,
+            name: "corporate".into(),
+            not_ready: None,
+            usage: vec!["sales".into()],
+            no_reply: None,
+            default_sender: MailboxSpec {
+                address: "noreply@example.test".into(),
+                name: None,
+            },
+            publishing_allowed: true,
+            unconfirmed_allowed: true,
+            binding:
+                "SmtpRelay bench/corporate via smtp.example.test:587 (StartTls, no credentials)"
+                    .into(),
+        });
     let specs: Vec<SenderIdentitySpec> = (0..10_000)
         .map(|i| SenderIdentitySpec {
             address: format!("sender-{i}@example.test"),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use smtp_relay_operator::{api, controller, runtime, smtp, verify};
+use smtp_relay_operator::{api, confirm, runtime, smtp, verify};
 
 #[derive(Parser)]
 #[command(name = "smtp-relay-operator", version, about)]
@@ -54,7 +54,7 @@ enum Command {
         #[arg(long)]
         confirmation_from: Option<String>,
         /// Display name of confirmation mails.
-        #[arg(long, default_value = controller::DEFAULT_CONFIRMATION_FROM_NAME)]
+        #[arg(long, default_value = confirm::DEFAULT_CONFIRMATION_FROM_NAME)]
         confirmation_from_name: String,
         /// Reply-To of confirmation mails (default: the From address).
         #[arg(long)]
@@ -185,16 +185,18 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| format!("local-{}", std::process::id()));
             tracing::info!(%namespace, sessions_per_host, leader_election, "starting");
             let opts = runtime::RunOptions {
-                settings: controller::Settings {
+                settings: runtime::Settings {
                     operator_namespace: namespace,
                     sessions_per_host,
                     concurrency,
                     destinations: destinations.policy(),
+                    // Read from the operator's key Secret once running.
+                    input_key: None,
                 },
                 metrics_addr,
                 confirmation_addr,
                 confirmation_base_url: confirmation_base_url.filter(|u| !u.is_empty()),
-                confirmation_sender: controller::ConfirmationSender {
+                confirmation_sender: confirm::ConfirmationSender {
                     from: confirmation_from.filter(|a| !a.is_empty()),
                     from_name: confirmation_from_name,
                     reply_to: confirmation_reply_to.filter(|a| !a.is_empty()),
@@ -277,9 +279,9 @@ async fn run_verify(
     };
     let cluster = if secrets_from_cluster {
         match kube::Client::try_default().await {
-            Ok(client) => Some(controller::source::KubeSource {
+            Ok(client) => Some(smtp_relay_operator::k8s::source::KubeSource {
                 client,
-                fingerprint_key: None,
+                input_key: None,
             }),
             Err(e) => {
                 eprintln!("error: --secrets-from-cluster: cannot reach the cluster: {e}");

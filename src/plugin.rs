@@ -10,12 +10,13 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
+use crate::api::identity_conditions as conditions;
+use crate::api::relay_conditions as types;
+use crate::api::{CODE_ANNOTATION, RESEND_ANNOTATION, TEST_REQUEST_ANNOTATION};
 use crate::api::{
     ClusterSmtpRelay, ConditionStatus, LastTest, SenderIdentity, SmtpRelay, SmtpRelaySpec,
     SmtpRelayStatus,
 };
-use crate::controller::relay::{TEST_REQUEST_ANNOTATION, types};
-use crate::controller::sender_identity::{CODE_ANNOTATION, RESEND_ANNOTATION, conditions};
 
 /// Errors of the plugin, for a human at a terminal.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::controller::{self, Settings, Stores};
+pub use crate::controller::Settings;
+use crate::controller::{self, Stores};
 use crate::http::{Probe, router};
 use crate::leader::{Elector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -21,7 +22,7 @@ pub struct RunOptions {
     /// Public base URL of the confirmation endpoint (links in mails); None: code only.
     pub confirmation_base_url: Option<String>,
     /// Who confirmation mails are from.
-    pub confirmation_sender: controller::ConfirmationSender,
+    pub confirmation_sender: crate::confirm::ConfirmationSender,
     /// Secret (in the operator namespace) holding the confirmation key.
     pub confirmation_key_secret: String,
     /// Proxies whose X-Forwarded-For is trusted by the endpoint's rate limit.
@@ -188,12 +189,15 @@ pub async fn run(client: kube::Client, opts: RunOptions) -> Result<(), RunError>
     metrics.leader.set(1);
 
     let reporter = kube::runtime::events::Reporter {
-        controller: controller::MANAGER.into(),
+        controller: crate::k8s::MANAGER.into(),
         instance: Some(opts.identity.clone()),
     };
     let controllers = controller::run(
         client,
-        opts.settings.clone(),
+        Settings {
+            input_key: Some(crate::relay::InputKey::from_confirm_key(&key)),
+            ..opts.settings.clone()
+        },
         reporter,
         Arc::clone(&metrics),
         stores,

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::api::{ClusterSmtpRelay, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus};
-use crate::controller::relay::{Fetched, RelayRef, Source, SourceError, evaluate, types};
-use crate::controller::source::KubeSource;
+use crate::k8s::source::KubeSource;
+use crate::relay::{Fetched, RelayRef, Source, SourceError, evaluate, types};
 use crate::smtp::HostLimiter;
 
 /// Unusable input: which file, which document, what is wrong.
@@ -431,7 +431,7 @@ pub async fn run(
             progress(&format!(
                 "verifying {label} ({}:{}, {:?})...",
                 crate::table::clip(&r.spec.host, 64),
-                crate::controller::relay::effective_port(&r.spec)
+                crate::relay::effective_port(&r.spec)
                     .map(|p| p.to_string())
                     .unwrap_or_else(|_| "?".into()),
                 r.spec.tls.mode

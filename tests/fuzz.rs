@@ -15,8 +15,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use smtp_relay_operator::controller::relay::{effective_port, schedule};
 use smtp_relay_operator::duration;
+use smtp_relay_operator::relay::{effective_port, schedule};
 use smtp_relay_operator::smtp::{DestinationPolicy, Scope};
 use smtp_relay_operator::table;
 use smtp_relay_operator::verify::{self, Manifests};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use smtp_relay_operator::api::{MailboxSpec, SmtpRelaySpec, SmtpRelayStatus, TlsMode, TlsSpec};
-use smtp_relay_operator::controller::relay::{RelayRef, evaluate, types};
+use smtp_relay_operator::relay::{RelayRef, evaluate, types};
 use smtp_relay_operator::smtp::{Cidr, DestinationPolicy, HostLimiter, Scope};
 use smtp_relay_operator::verify::FileSource;
 

@@ -759,7 +759,7 @@ async fn the_confirmation_sender_is_the_operators() {
         Some(ConfirmContext {
             key: env.key.clone(),
             base_url: None,
-            sender: smtp_relay_operator::controller::ConfirmationSender {
+            sender: smtp_relay_operator::confirm::ConfirmationSender {
                 from: Some("confirm@platform.example.test".into()),
                 from_name: "Platform Mail Team".into(),
                 reply_to: Some("platform-team@example.test".into()),

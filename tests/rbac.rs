@@ -246,6 +246,7 @@ async fn exercise(fake: &FakeApi) {
             sessions_per_host: 2,
             concurrency: 4,
             destinations: support::loopback_allowed(),
+            input_key: Some(smtp_relay_operator::relay::InputKey::from_confirm_key(&key)),
         },
         kube::runtime::events::Reporter {
             controller: "smtp-relay-operator".into(),

@@ -6,10 +6,12 @@
 mod condition;
 mod identity;
 mod relay;
+mod vocabulary;
 
 pub use condition::{Condition, ConditionStatus};
 pub use identity::*;
 pub use relay::*;
+pub use vocabulary::*;
 
 /// API group of every kind in this crate.
 pub const GROUP: &str = "smtprelay.io";

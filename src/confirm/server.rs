@@ -15,11 +15,10 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 
 use super::{ConfirmKey, Refusal, TOKEN, check, confirmed};
 use crate::api::{SenderIdentity, SenderIdentityStatus};
-use crate::controller::MANAGER;
+use crate::k8s::{WriteError, apply_status};
 use crate::metrics::Metrics;
 
 /// The endpoint's bounds. Every limit is per replica.
@@ -644,7 +643,7 @@ async fn confirm(
             confirmation: Some(confirmed(c, jiff::Timestamp::now())),
             ..status.clone()
         };
-        match write_status(&st.client, &identity, &next).await {
+        match apply_status(&api, &identity, &next).await {
             Ok(_) => {
                 st.metrics.confirmations_completed.inc();
                 tracing::info!(%namespace, %name, "sender address confirmed by link");
@@ -657,8 +656,8 @@ async fn confirm(
                 )
                 .into_response();
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => {
+            Err(WriteError::Conflict) => continue,
+            Err(WriteError::Api(e)) => {
                 tracing::warn!(%namespace, %name, error = %e, "cannot record a confirmation");
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -672,33 +671,6 @@ async fn confirm(
         }
     }
     refused()
-}
-
-/// Apply an identity's status, only if the object is still at the version we read.
-pub async fn write_status(
-    client: &kube::Client,
-    identity: &SenderIdentity,
-    status: &SenderIdentityStatus,
-) -> Result<SenderIdentity, kube::Error> {
-    use kube::ResourceExt;
-    let namespace = identity.namespace().unwrap_or_default();
-    let api: Api<SenderIdentity> = Api::namespaced(client.clone(), &namespace);
-    let patch = serde_json::json!({
-        "apiVersion": "smtprelay.io/v1alpha1",
-        "kind": "SenderIdentity",
-        "metadata": {
-            "name": identity.name_any(),
-            "namespace": namespace,
-            "resourceVersion": identity.resource_version(),
-        },
-        "status": status,
-    });
-    api.patch_status(
-        &identity.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
 }
 
 #[cfg(test)]

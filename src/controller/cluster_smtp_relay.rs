@@ -5,9 +5,9 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::relay::{Desired, RelayRef, merge_conditions, reasons, types};
-use super::{Context, Error, error_action, instrumented, reconcile_relay};
+use super::{Context, Error, instrumented, reconcile_relay};
 use crate::api::{ClusterSmtpRelay, ConditionStatus, SmtpRelayStatus};
+use crate::relay::{Desired, RelayRef, merge_conditions, reasons, types};
 
 /// Order of default claims: the oldest claimer first, then the smallest name.
 fn claim_key(r: &ClusterSmtpRelay) -> (Option<jiff::Timestamp>, String) {
@@ -122,8 +122,4 @@ async fn reconcile_in_span(
         with_default_claim(s, claim, generation)
     })
     .await
-}
-
-pub fn error_policy(_relay: Arc<ClusterSmtpRelay>, error: &Error, _ctx: Arc<Context>) -> Action {
-    error_action(error)
 }

@@ -1,34 +1,28 @@
 //! The controllers: one file per kind (observe → decide → apply), shared pieces here.
 
 pub mod cluster_smtp_relay;
-pub mod relay;
 pub mod sender_identity;
 pub mod smtp_relay;
-pub mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
 
 use crate::api::{
     ClusterSmtpRelay, RelayKindRef, SenderIdentity, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus,
 };
 use crate::metrics::Metrics;
+use crate::relay::{self, Transition};
 use crate::smtp::HostLimiter;
-use relay::Transition;
-
-/// Field manager for every write the operator makes.
-pub const MANAGER: &str = "smtp-relay-operator";
 
 /// Errors of a reconcile. They never carry secret material.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +37,15 @@ pub enum Error {
     Transient(String),
 }
 
+impl From<crate::k8s::WriteError> for Error {
+    fn from(e: crate::k8s::WriteError) -> Self {
+        match e {
+            crate::k8s::WriteError::Conflict => Error::Conflict,
+            crate::k8s::WriteError::Api(e) => Error::Status(e),
+        }
+    }
+}
+
 /// What the SenderIdentity controller needs for confirmations.
 #[derive(Clone, Debug)]
 pub struct ConfirmContext {
@@ -50,34 +53,8 @@ pub struct ConfirmContext {
     /// Base URL of the confirmation endpoint; without it, mails carry only the code.
     pub base_url: Option<String>,
     /// Who confirmation mails are from.
-    pub sender: ConfirmationSender,
+    pub sender: crate::confirm::ConfirmationSender,
 }
-
-/// The sender of confirmation mails, configured once by the operator's owner
-/// (never text a requester chose).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfirmationSender {
-    /// From address; the relay's default sender address when None (the relay must
-    /// accept it as a sender).
-    pub from: Option<String>,
-    /// From display name.
-    pub from_name: String,
-    /// Reply-To; the From address when None.
-    pub reply_to: Option<String>,
-}
-
-impl Default for ConfirmationSender {
-    fn default() -> Self {
-        ConfirmationSender {
-            from: None,
-            from_name: DEFAULT_CONFIRMATION_FROM_NAME.into(),
-            reply_to: None,
-        }
-    }
-}
-
-/// Display name of confirmation mails unless configured.
-pub const DEFAULT_CONFIRMATION_FROM_NAME: &str = "Sender address confirmation";
 
 /// Settings of a running operator.
 #[derive(Clone, Debug)]
@@ -90,6 +67,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// Where relays may send the operator (checked on every resolved address).
     pub destinations: Arc<crate::smtp::DestinationPolicy>,
+    /// What relays fingerprint their Secrets and ConfigMaps with, whether or not
+    /// confirmations are configured (None: their resourceVersions).
+    pub input_key: Option<crate::relay::InputKey>,
 }
 
 /// Shared by all reconciles.
@@ -164,50 +144,6 @@ pub fn record(ctx: &Context, kind: &str, eval: &relay::Evaluation) {
     }
 }
 
-/// Write a relay's status with server-side apply (the operator owns `.status`), only
-/// if the object is still at the version the decision was made from: a reconcile
-/// that read a stale cache gets a conflict and looks again instead of overwriting.
-pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: &SmtpRelayStatus) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    #[derive(Serialize, Debug)]
-    struct Meta {
-        name: String,
-        #[serde(rename = "resourceVersion", skip_serializing_if = "Option::is_none")]
-        resource_version: Option<String>,
-    }
-    #[derive(Serialize, Debug)]
-    struct StatusPatch<'a> {
-        #[serde(rename = "apiVersion")]
-        api_version: String,
-        kind: String,
-        metadata: Meta,
-        status: &'a SmtpRelayStatus,
-    }
-    let name = obj.name_any();
-    let patch = StatusPatch {
-        api_version: K::api_version(&()).into_owned(),
-        kind: K::kind(&()).into_owned(),
-        metadata: Meta {
-            name: name.clone(),
-            resource_version: obj.resource_version(),
-        },
-        status,
-    };
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 409 => Error::Conflict,
-        e => Error::Status(e),
-    })
-}
-
 /// Publish an event for a Ready transition. Failure to publish is logged, not fatal.
 pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, t: &Transition) {
     let event = Event {
@@ -238,9 +174,9 @@ pub async fn reconcile_relay<K>(
 where
     K: RelayKind + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let source = source::KubeSource {
+    let source = crate::k8s::source::KubeSource {
         client: ctx.client.clone(),
-        fingerprint_key: ctx.confirmation.as_ref().map(|c| c.key.clone()),
+        input_key: ctx.settings.input_key.clone(),
     };
     let eval = relay::evaluate(&relay_ref, &source, &ctx.limiter, false).await;
     record(ctx, relay_ref.kind, &eval);
@@ -264,7 +200,7 @@ where
         }
         let status = adjust(status);
         if Some(&status) != relay_ref.status {
-            apply_status(&api, obj, &status).await?;
+            crate::k8s::apply_status(&api, obj, &status).await?;
             tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
         }
     }
@@ -376,6 +312,23 @@ fn referencing<R: RelayKind, M: Resource>(
     }
 }
 
+/// Map a relay event (of one kind) to the identities that use that relay.
+fn identities_using<R: RelayKind>(
+    identities: Store<SenderIdentity>,
+    kind: RelayKindRef,
+) -> impl Fn(Arc<R>) -> Vec<ObjectRef<SenderIdentity>> + Send + Sync + 'static {
+    move |r| {
+        // A cluster relay has no namespace; identities in any namespace may use it.
+        let (ns, name) = (r.namespace(), r.name_any());
+        identities
+            .state()
+            .into_iter()
+            .filter(|i| sender_identity::uses_relay(i, kind, ns.as_deref(), &name))
+            .map(|i| ObjectRef::from_obj(&*i))
+            .collect()
+    }
+}
+
 /// Run both relay controllers until `shutdown` resolves; in-flight reconciles finish.
 pub async fn run(
     client: Client,
@@ -481,11 +434,7 @@ pub async fn run(
             referencing(relay_store, CmKind, default_ns.clone()),
         )
         .graceful_shutdown_on(wait_for(shutdown.clone()))
-        .run(
-            smtp_relay::reconcile,
-            smtp_relay::error_policy,
-            Arc::clone(&ctx),
-        )
+        .run(smtp_relay::reconcile, error_policy, Arc::clone(&ctx))
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "SmtpRelay reconcile");
@@ -519,11 +468,7 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(wait_for(shutdown))
-        .run(
-            cluster_smtp_relay::reconcile,
-            cluster_smtp_relay::error_policy,
-            ctx,
-        )
+        .run(cluster_smtp_relay::reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ClusterSmtpRelay reconcile");
@@ -542,45 +487,18 @@ pub async fn run(
         }
         identity_controller
             .with_config(controller_config.clone())
-            .watches_shared_stream(relay_events_for_identities, move |r: Arc<SmtpRelay>| {
-                let (ns, name) = (r.namespace(), r.name_any());
-                by_relay
-                    .state()
-                    .into_iter()
-                    .filter(|i| {
-                        sender_identity::uses_relay(
-                            i,
-                            RelayKindRef::SmtpRelay,
-                            ns.as_deref(),
-                            &name,
-                        )
-                    })
-                    .map(|i| ObjectRef::from_obj(&*i))
-                    .collect::<Vec<_>>()
-            })
+            .watches_shared_stream(
+                relay_events_for_identities,
+                identities_using(by_relay, RelayKindRef::SmtpRelay),
+            )
             .watches_shared_stream(
                 cluster_events_for_identities,
-                move |r: Arc<ClusterSmtpRelay>| {
-                    let name = r.name_any();
-                    by_cluster_relay
-                        .state()
-                        .into_iter()
-                        .filter(|i| {
-                            sender_identity::uses_relay(
-                                i,
-                                RelayKindRef::ClusterSmtpRelay,
-                                None,
-                                &name,
-                            )
-                        })
-                        .map(|i| ObjectRef::from_obj(&*i))
-                        .collect::<Vec<_>>()
-                },
+                identities_using(by_cluster_relay, RelayKindRef::ClusterSmtpRelay),
             )
             .graceful_shutdown_on(wait_for(identity_shutdown))
             .run(
                 sender_identity::reconcile,
-                sender_identity::error_policy,
+                error_policy,
                 Arc::clone(&identity_ctx),
             )
             .for_each(|r| async move {
@@ -642,6 +560,12 @@ pub async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Requeue policy after a reconcile error (API trouble, not relay trouble), for
+/// every kind.
+pub fn error_policy<K>(_obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    error_action(error)
 }
 
 /// Requeue policy after a reconcile error (API trouble, not relay trouble).

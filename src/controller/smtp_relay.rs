@@ -5,9 +5,9 @@ use std::sync::Arc;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::relay::RelayRef;
-use super::{Context, Error, error_action, instrumented, reconcile_relay};
+use super::{Context, Error, instrumented, reconcile_relay};
 use crate::api::SmtpRelay;
+use crate::relay::RelayRef;
 
 pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = relay.namespace().ok_or(Error::Missing("namespace"))?;
@@ -39,8 +39,4 @@ async fn reconcile_in_span(
     };
     let api: Api<SmtpRelay> = Api::namespaced(ctx.client.clone(), &namespace);
     reconcile_relay(relay.as_ref(), &ctx, relay_ref, api, |s| s).await
-}
-
-pub fn error_policy(_relay: Arc<SmtpRelay>, error: &Error, _ctx: Arc<Context>) -> Action {
-    error_action(error)
 }

@@ -148,6 +148,10 @@ pub fn context(
             sessions_per_host: 2,
             concurrency: 4,
             destinations: loopback_allowed(),
+            // As the operator does: from its one key Secret.
+            input_key: confirmation
+                .as_ref()
+                .map(|c| smtp_relay_operator::relay::InputKey::from_confirm_key(&c.key)),
         },
         recorder: kube::runtime::events::Recorder::new(
             client,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 
-use super::relay::{Fetched, Source, SourceError};
+use crate::relay::{Fetched, InputKey, Source, SourceError};
 
 /// Reads referenced objects from the API server.
 #[derive(Clone)]
@@ -15,7 +15,7 @@ pub struct KubeSource {
     /// With a key, an object's version is a keyed digest of its data, so that a
     /// change of its metadata alone (an annotation from a secrets manager) is not a
     /// change of the relay's inputs; without one, its resourceVersion.
-    pub fingerprint_key: Option<crate::confirm::ConfirmKey>,
+    pub input_key: Option<InputKey>,
 }
 
 impl KubeSource {
@@ -24,7 +24,7 @@ impl KubeSource {
         resource_version: Option<String>,
         data: &BTreeMap<String, Vec<u8>>,
     ) -> String {
-        match &self.fingerprint_key {
+        match &self.input_key {
             Some(key) => format!("d{}", key.fingerprint(data)),
             None => resource_version.unwrap_or_default(),
         }

@@ -1,0 +1,202 @@
+//! Apply: the API calls and the mail, in the order the rules need (the attempt is
+//! persisted before the mail leaves; the send is recorded on the fresh object).
+
+use super::*;
+
+/// Carry out the actions: persist the attempt, send, withdraw and write the Secret,
+/// write the status if it changed, clear the code, publish events.
+pub(super) async fn apply(
+    ctx: &Context,
+    identity: &Arc<SenderIdentity>,
+    observed: &Observed,
+    actions: Actions,
+) -> Result<Action, Error> {
+    let Actions {
+        mut plan,
+        persist_attempt,
+        mail,
+        withdraw,
+        secret,
+        clear_code,
+    } = actions;
+    let mut current: SenderIdentity = (**identity).clone();
+    if let Some(before) = &persist_attempt {
+        // Persist the attempt (digests only) before the mail leaves: a crash from here
+        // on leaves an attempt that is replaced, never one that is sent twice.
+        current = write_identity_status(ctx, &current, before).await?;
+        send_mail(ctx, &identity.spec.address, mail, &mut plan).await;
+    }
+    let namespace = identity.namespace().unwrap_or_default();
+    if let Some(stale) = &withdraw {
+        delete_connection_secret(ctx, identity, &namespace, stale).await?;
+        tracing::info!(secret = %stale, "connection Secret withdrawn");
+    }
+    let secret = match secret {
+        SecretAction::Report(state) => state,
+        SecretAction::Write { name, data } => {
+            match write_connection_secret(ctx, identity, &namespace, &name, data).await {
+                Ok(()) => SecretState::Written(name),
+                Err(e) => SecretState::Failed(reasons::SECRET_WRITE_FAILED.into(), e),
+            }
+        }
+    };
+    let status = write_final_status(ctx, identity, current, observed, &plan, &secret).await?;
+    if clear_code {
+        remove_annotation(ctx, &namespace, &identity.name_any(), CODE_ANNOTATION).await?;
+        code_answered(ctx, identity, &plan).await;
+    }
+    if let Some(t) = identity_transition(identity.status.as_ref(), &status) {
+        publish(ctx, identity.as_ref(), &t).await;
+    }
+    Ok(Action::requeue(jittered(requeue_after(
+        &plan.confirmation,
+        Timestamp::now(),
+    ))))
+}
+
+/// Send the confirmation mail and record its outcome in the plan.
+async fn send_mail(
+    ctx: &Context,
+    address: &str,
+    mail: Option<Result<smtp::Target, String>>,
+    plan: &mut Plan,
+) {
+    let outcome = match mail.unwrap_or_else(|| Err("no relay".into())) {
+        Ok(target) => {
+            // Confirmation mails are bulk work: verifications go first.
+            let _permit = ctx.limiter.acquire_bulk(&target.host).await;
+            smtp::verify(&target).await
+        }
+        Err(message) => smtp::Outcome {
+            failure: Some(smtp::Failure {
+                step: smtp::Step::Connect,
+                reason: smtp::FailureReason::InvalidTarget,
+                code: None,
+                message,
+            }),
+            ..Default::default()
+        },
+    };
+    plan.confirmation = after_send(&plan.confirmation, &outcome, Timestamp::now());
+    ctx.sends.record(address, Timestamp::now());
+    if outcome.succeeded() {
+        ctx.metrics.confirmation_mails_sent.inc();
+        tracing::info!(attempt = ?plan.confirmation.attempt_id, "confirmation mail sent");
+    } else {
+        tracing::warn!(reason = ?outcome.failure.as_ref().map(|f| f.reason), "confirmation mail not accepted");
+    }
+}
+
+/// Write the status if it changed; returns the status decided last. The mail has
+/// left when `plan.send`: if the object changed meanwhile (a label, another writer),
+/// the send is recorded on the fresh object rather than retrying the reconcile,
+/// which would mint and mail a new attempt and void this one.
+async fn write_final_status(
+    ctx: &Context,
+    identity: &SenderIdentity,
+    current: SenderIdentity,
+    observed: &Observed,
+    plan: &Plan,
+    secret: &SecretState,
+) -> Result<SenderIdentityStatus, Error> {
+    let spec = &identity.spec;
+    let mut status = next_status(
+        spec,
+        identity.metadata.generation,
+        current.status.as_ref(),
+        &observed.relay,
+        plan,
+        secret,
+        Timestamp::now(),
+    );
+    if Some(&status) == current.status.as_ref() {
+        return Ok(status);
+    }
+    let mut written = write_identity_status(ctx, &current, &status).await;
+    for _ in 0..3 {
+        if !(plan.send && matches!(written, Err(Error::Conflict))) {
+            break;
+        }
+        let api: Api<SenderIdentity> = Api::namespaced(
+            ctx.client.clone(),
+            &identity.namespace().unwrap_or_default(),
+        );
+        let latest = api.get(&identity.name_any()).await.map_err(Error::Status)?;
+        let same_attempt = latest
+            .status
+            .as_ref()
+            .and_then(|s| s.confirmation.as_ref())
+            .and_then(|c| c.attempt_id.as_deref())
+            == plan.confirmation.attempt_id.as_deref();
+        if !same_attempt {
+            break;
+        }
+        status = next_status(
+            &latest.spec,
+            latest.metadata.generation,
+            latest.status.as_ref(),
+            &observed.relay,
+            plan,
+            secret,
+            Timestamp::now(),
+        );
+        written = write_identity_status(ctx, &latest, &status).await;
+    }
+    written?;
+    Ok(status)
+}
+
+/// Log and count a code given in the annotation; an Event only when wrong codes
+/// withdraw the attempt (guessing must not flood the namespace's events).
+async fn code_answered(ctx: &Context, identity: &SenderIdentity, plan: &Plan) {
+    let Some(Err(refusal)) = &plan.code else {
+        ctx.metrics.confirmations_completed.inc();
+        return;
+    };
+    ctx.metrics.refused("code", refusal.name());
+    let (namespace, name) = (
+        identity.namespace().unwrap_or_default(),
+        identity.name_any(),
+    );
+    tracing::info!(%namespace, %name, reason = refusal.name(), failed_codes = plan.confirmation.failed_codes, "confirmation code refused");
+    if *refusal == Refusal::Mismatch && locked_out(&plan.confirmation) {
+        publish(
+            ctx,
+            identity,
+            &relay::Transition {
+                warning: true,
+                reason: CODE_ATTEMPTS_EXHAUSTED.into(),
+                note: format!(
+                    "{MAX_FAILED_CODES} wrong codes: the confirmation attempt is withdrawn; annotate {RESEND_ANNOTATION} for a new mail"
+                ),
+            },
+        )
+        .await;
+    }
+}
+
+pub(super) async fn write_identity_status(
+    ctx: &Context,
+    identity: &SenderIdentity,
+    status: &SenderIdentityStatus,
+) -> Result<SenderIdentity, Error> {
+    let api: Api<SenderIdentity> = Api::namespaced(
+        ctx.client.clone(),
+        &identity.namespace().unwrap_or_default(),
+    );
+    Ok(crate::k8s::apply_status(&api, identity, status).await?)
+}
+
+pub(super) async fn remove_annotation(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<(), Error> {
+    let api: Api<SenderIdentity> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({"metadata": {"annotations": {key: null}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(Error::Status)
+}

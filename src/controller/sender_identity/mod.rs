@@ -1,0 +1,188 @@
+//! SenderIdentity: observe (relay, namespace, annotations) → decide (pure) → apply
+//! (status before sending, the confirmation mail, the connection Secret).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+
+use super::{Context, Error, instrumented, jittered, publish};
+use crate::api::{
+    ClusterSmtpRelay, ConditionStatus, ConfirmationState, ConfirmationStatus, MailboxSpec,
+    RelayKindRef, SendFailure, SenderIdentity, SenderIdentitySpec, SenderIdentityStatus, SmtpRelay,
+    SmtpRelaySpec, SmtpRelayStatus, TlsMode,
+};
+use crate::confirm::{self, CODE, ConfirmKey, Refusal, Secrets, TOKEN, rfc3339};
+use crate::k8s::MANAGER;
+use crate::k8s::source::KubeSource;
+use crate::relay::{self, Desired, RelayRef, merge_conditions, parse_duration, types};
+use crate::smtp;
+
+mod actions;
+mod apply;
+use apply::*;
+#[cfg(test)]
+mod fixtures;
+mod observe;
+mod plan;
+mod secret;
+mod status;
+
+pub use actions::*;
+pub use observe::*;
+pub use plan::*;
+pub use secret::*;
+pub use status::*;
+
+pub use crate::api::{CODE_ANNOTATION, RESEND_ANNOTATION};
+/// At most this many confirmation mails per identity in 24 hours.
+pub const MAX_ATTEMPTS_PER_DAY: usize = 5;
+/// Wait before retrying a confirmation mail the relay did not accept.
+pub const SEND_RETRY: Duration = Duration::from_secs(60);
+/// Wrong codes accepted for one attempt before it is withdrawn.
+pub const MAX_FAILED_CODES: i32 = 5;
+pub use reasons::CODE_ATTEMPTS_EXHAUSTED;
+
+/// Was the current attempt withdrawn for wrong codes?
+pub fn locked_out(c: &ConfirmationStatus) -> bool {
+    c.state == ConfirmationState::Expired && c.failed_codes >= MAX_FAILED_CODES
+}
+
+/// Identity condition types.
+pub use crate::api::identity_conditions as conditions;
+
+/// Confirmation mails sent per address in the last 24 hours, in the leader's memory.
+#[derive(Debug, Default)]
+pub struct SendLog(std::sync::Mutex<BTreeMap<String, Vec<Timestamp>>>);
+
+impl SendLog {
+    fn with<T>(
+        &self,
+        now: Timestamp,
+        f: impl FnOnce(&mut BTreeMap<String, Vec<Timestamp>>) -> T,
+    ) -> T {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let day_ago = now - jiff::SignedDuration::from_hours(24);
+        map.retain(|_, times| {
+            times.retain(|t| *t > day_ago);
+            !times.is_empty()
+        });
+        f(&mut map)
+    }
+
+    pub fn count(&self, address: &str, now: Timestamp) -> usize {
+        self.with(now, |m| {
+            m.get(&address.to_ascii_lowercase()).map_or(0, Vec::len)
+        })
+    }
+
+    pub fn record(&self, address: &str, now: Timestamp) {
+        self.with(now, |m| {
+            m.entry(address.to_ascii_lowercase()).or_default().push(now)
+        });
+    }
+}
+
+pub async fn reconcile(identity: Arc<SenderIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = identity.namespace().ok_or(Error::Missing("namespace"))?;
+    let name = identity.name_any();
+    let work = reconcile_in_span(
+        Arc::clone(&identity),
+        Arc::clone(&ctx),
+        namespace.clone(),
+        name.clone(),
+    );
+    instrumented(&ctx, "SenderIdentity", Some(&namespace), &name, work).await
+}
+
+/// Gather → decide → apply.
+async fn reconcile_in_span(
+    identity: Arc<SenderIdentity>,
+    ctx: Arc<Context>,
+    namespace: String,
+    name: String,
+) -> Result<Action, Error> {
+    let Some(confirm_ctx) = ctx.confirmation.as_ref() else {
+        return Err(Error::Missing("confirmation key"));
+    };
+    let spec = &identity.spec;
+    // Gather: the relay, from the shared caches (and the namespace's labels).
+    let observed = observe(&ctx, &namespace, spec).await?;
+    let annotations = identity.annotations();
+    let fresh = Secrets::generate();
+    let now = Timestamp::now();
+    // Decide the confirmation (pure).
+    let plan = plan(&Facts {
+        generation: identity.metadata.generation,
+        spec,
+        status: identity.status.as_ref(),
+        relay: &observed.relay,
+        code_annotation: annotations.get(CODE_ANNOTATION).map(String::as_str),
+        resend_annotation: annotations.get(RESEND_ANNOTATION).map(String::as_str),
+        page_url: confirm_ctx
+            .base_url
+            .as_deref()
+            .map(|b| confirm::page_url(b, &namespace, &name)),
+        key: &confirm_ctx.key,
+        fresh: &fresh,
+        now,
+        address_sends_today: ctx.sends.count(&spec.address, now),
+    });
+    // The relay's session target, read once and only when the plan needs it.
+    let target = match &observed.object {
+        Some(object) if needs_target(spec, &observed, &plan) => {
+            Some(relay_target(&ctx, object).await)
+        }
+        _ => None,
+    };
+    let mail = MailInputs {
+        sender: &confirm_ctx.sender,
+        base_url: confirm_ctx.base_url.as_deref(),
+        namespace: &namespace,
+        name: &name,
+        fresh: &fresh,
+    };
+    let actions = decide(&identity, &observed, plan, target, &mail, now);
+    apply(&ctx, &identity, &observed, actions).await
+}
+
+/// Identities that use a relay of this kind and name (and, for cluster relays, those
+/// that use the default).
+pub fn uses_relay(
+    identity: &SenderIdentity,
+    kind: RelayKindRef,
+    namespace: Option<&str>,
+    name: &str,
+) -> bool {
+    match &identity.spec.relay_ref {
+        Some(r) => {
+            r.kind == kind
+                && r.name == name
+                && (kind == RelayKindRef::ClusterSmtpRelay
+                    || identity.namespace().as_deref() == namespace)
+        }
+        None => kind == RelayKindRef::ClusterSmtpRelay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn the_send_log_forgets_after_a_day() {
+        let log = SendLog::default();
+        log.record("A@example.test", ts("2026-01-01T00:00:00Z"));
+        log.record("a@example.test", ts("2026-01-01T12:00:00Z"));
+        assert_eq!(log.count("a@EXAMPLE.test", ts("2026-01-01T13:00:00Z")), 2);
+        assert_eq!(log.count("a@example.test", ts("2026-01-02T06:00:00Z")), 1);
+        assert_eq!(log.count("a@example.test", ts("2026-01-03T00:00:00Z")), 0);
+    }
+}

@@ -1,0 +1,188 @@
+//! Shared logic of SmtpRelay and ClusterSmtpRelay: observe (resolve Secrets),
+//! verify (one SMTP session), decide (pure: facts → status and event).
+//!
+//! The offline `verify` command runs [`evaluate`] with a file-backed [`Source`];
+//! the controller runs it with the API server behind the same trait.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::{
+    AuthMechanismSpec, CaBundleKind, Condition, ConditionStatus, LastTest, LastVerification,
+    ServerStatus, SmtpRelaySpec, SmtpRelayStatus, TlsMode,
+};
+use crate::smtp::{self, HostLimiter, Outcome, Step};
+
+mod conditions;
+#[cfg(test)]
+mod fixtures;
+mod inputs;
+mod schedule;
+mod status;
+mod test_send;
+
+pub use conditions::*;
+pub use inputs::*;
+pub use schedule::*;
+pub use status::*;
+pub use test_send::*;
+
+/// Condition types, in the order they are written.
+pub use crate::api::relay_conditions as types;
+
+/// Reasons that are not SMTP failures (those come from [`FailureReason`]).
+pub mod reasons {
+    pub const VERIFIED: &str = "Verified";
+    pub const RESOLVED: &str = "Resolved";
+    pub const NOT_REQUIRED: &str = "NotRequired";
+    pub const NOT_ATTEMPTED: &str = "NotAttempted";
+    pub const CONNECTED: &str = "Connected";
+    pub const TLS_ESTABLISHED: &str = "TlsEstablished";
+    pub const TLS_DISABLED: &str = "TlsDisabled";
+    pub const CERTIFICATE_NOT_VERIFIED: &str = "CertificateNotVerified";
+    pub const AUTHENTICATED: &str = "Authenticated";
+    pub const ACCEPTED: &str = "Accepted";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const SECRET_FORBIDDEN: &str = "SecretForbidden";
+    pub const SECRET_NOT_LABELLED: &str = "SecretNotLabelled";
+    pub const CA_BUNDLE_NOT_FOUND: &str = "CaBundleNotFound";
+    pub const CA_BUNDLE_INVALID: &str = "CaBundleInvalid";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// The API server could not be asked (timeout, 5xx): retried, not reported.
+    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
+    pub const HONOURED: &str = "Honoured";
+    pub const DEFAULT_CONFLICT: &str = "DefaultConflict";
+}
+/// Which relay is being evaluated.
+#[derive(Clone, Debug)]
+pub struct RelayRef<'a> {
+    /// "SmtpRelay" or "ClusterSmtpRelay".
+    pub kind: &'static str,
+    /// Object namespace (SmtpRelay) — None for ClusterSmtpRelay.
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a SmtpRelaySpec,
+    pub status: Option<&'a SmtpRelayStatus>,
+    /// Namespace for ClusterSmtpRelay references without one (the operator's).
+    pub default_namespace: &'a str,
+    /// Where the operator may connect (the relay's kind picks the defaults).
+    pub destinations: &'a Arc<smtp::DestinationPolicy>,
+}
+
+impl RelayRef<'_> {
+    pub fn label(&self) -> String {
+        match self.namespace {
+            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+
+    /// The destination rules of this relay's kind: only a ClusterSmtpRelay (no
+    /// namespace) gets the cluster administrator's defaults.
+    pub fn destination_scope(&self) -> smtp::Scope {
+        if self.kind == "ClusterSmtpRelay" && self.namespace.is_none() {
+            smtp::Scope::Cluster
+        } else {
+            smtp::Scope::Namespaced
+        }
+    }
+
+    /// Namespace a reference resolves in: a SmtpRelay always reads its own.
+    fn ref_namespace<'b>(&'b self, explicit: Option<&'b str>) -> &'b str {
+        match self.namespace {
+            Some(own) => own,
+            None => explicit.unwrap_or(self.default_namespace),
+        }
+    }
+}
+
+/// Result of evaluating one relay.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// The status to write; None when nothing is due (write nothing).
+    pub status: Option<SmtpRelayStatus>,
+    pub transition: Option<Transition>,
+    /// When to look again.
+    pub requeue: Duration,
+    pub outcome: Option<Outcome>,
+}
+
+/// Observe → verify → decide for one relay. With `force`, verify even if not due.
+pub async fn evaluate(
+    relay: &RelayRef<'_>,
+    source: &impl Source,
+    limiter: &HostLimiter,
+    force: bool,
+) -> Evaluation {
+    let resolved = resolve(relay, source).await;
+    let interval = schedule(relay.spec)
+        .map(|(i, _)| i)
+        .unwrap_or(Duration::from_secs(3600));
+    let inputs = match &resolved {
+        Ok(r) => r.inputs.clone(),
+        Err(p) => format!("g{}/{}", relay.generation.unwrap_or(0), p.reason),
+    };
+    // A failed read of a Secret says nothing about the relay: try again soon, and
+    // neither flip Ready nor count a failure (the offline `verify` reports it).
+    if !force
+        && let Err(p) = &resolved
+        && p.reason == reasons::SOURCE_UNAVAILABLE
+    {
+        tracing::warn!(reason = %p.message, "cannot read the relay's inputs; retrying");
+        return Evaluation {
+            status: None,
+            transition: None,
+            requeue: Duration::from_secs(15),
+            outcome: None,
+        };
+    }
+    if !force
+        && let Due::In(wait) = verification_due(
+            relay.status,
+            relay.generation,
+            &inputs,
+            interval,
+            Timestamp::now(),
+        )
+    {
+        return Evaluation {
+            status: None,
+            transition: None,
+            requeue: wait,
+            outcome: None,
+        };
+    }
+    let verified = match resolved {
+        Ok(r) => {
+            let _permit = limiter.acquire(&r.target.host).await;
+            Ok(smtp::verify(&r.target).await)
+        }
+        Err(p) => Err(p),
+    };
+    let next = next_status(
+        relay.spec,
+        relay.generation,
+        relay.status,
+        &inputs,
+        &verified,
+        Timestamp::now(),
+    );
+    let transition = transition(relay.status, &next);
+    let requeue = if next.consecutive_failures == 0 {
+        interval
+    } else {
+        retry_delay(next.consecutive_failures, interval)
+    };
+    Evaluation {
+        status: Some(next),
+        transition,
+        requeue,
+        outcome: verified.ok(),
+    }
+}
