@@ -5,6 +5,7 @@
 //! keeps HMAC-SHA256 digests under a key only the operator holds, so reading status
 //! (or etcd) gives nothing to guess offline.
 
+pub mod limits;
 pub mod mail;
 pub mod server;
 

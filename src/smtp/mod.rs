@@ -12,6 +12,7 @@ mod limiter;
 mod message;
 mod session;
 mod tls;
+mod wire;
 
 use std::fmt;
 use std::time::Duration;
