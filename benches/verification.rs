@@ -238,50 +238,9 @@ async fn main() {
 }
 
 fn decision_bench() {
-    use smtp_relay_operator::api::{MailboxSpec, SmtpRelaySpec, TlsSpec, VerificationSpec};
     use smtp_relay_operator::relay::next_status;
-    use smtp_relay_operator::smtp::{Outcome, ServerFacts, Step};
-    let spec = SmtpRelaySpec {
-        title: None,
-        host: "relay.example.test".into(),
-        port: None,
-        tls: TlsSpec::default(),
-        auth: None,
-        default_sender: MailboxSpec {
-            address: "a@example.test".into(),
-            name: None,
-        },
-        no_reply: None,
-        custom_headers: vec![],
-        usage: vec![],
-        verification: VerificationSpec::default(),
-    };
-    let outcome = Outcome {
-        steps: [
-            Step::Dns,
-            Step::Connect,
-            Step::Greeting,
-            Step::Ehlo,
-            Step::StartTls,
-            Step::Tls,
-            Step::Ehlo,
-            Step::Quit,
-        ]
-        .into_iter()
-        .map(|s| (s, Duration::from_millis(1)))
-        .collect(),
-        failure: None,
-        server: ServerFacts {
-            banner: Some("mx ESMTP".into()),
-            extensions: vec!["PIPELINING".into(), "AUTH PLAIN LOGIN".into()],
-            auth_mechanisms: vec!["PLAIN".into(), "LOGIN".into()],
-            tls_version: Some("TLSv1.3".into()),
-            certificate_not_after: Some("2027-01-01T00:00:00Z".into()),
-            certificate_unverified: false,
-        },
-        message_id: None,
-        total: Duration::from_millis(3),
-    };
+    let spec = support::fixtures::relay_spec();
+    let outcome = support::fixtures::verified_outcome();
     let now: jiff::Timestamp = "2026-06-01T00:00:00Z".parse().expect("ts");
     let previous: Vec<_> = (0..2000)
         .map(|i| next_status(&spec, Some(i), None, "g1", &Ok(outcome.clone()), now))
@@ -312,50 +271,16 @@ fn decision_bench() {
 /// 10,000 SenderIdentities: plan the confirmation and decide the status, then
 /// detect that nothing changed (struct comparison, no serialisation).
 fn identity_bench(now: jiff::Timestamp) {
-    use smtp_relay_operator::api::{
-        ConfirmationSpec, MailboxSpec, RelayKindRef, RelayRefSpec, SenderIdentitySpec,
-    };
+    use smtp_relay_operator::api::SenderIdentitySpec;
     use smtp_relay_operator::confirm::{ConfirmKey, Secrets};
     use smtp_relay_operator::controller::sender_identity::{
         Facts, RelayView, SecretState, next_status, plan,
     };
     let key = ConfirmKey::new(b"bench-key-bench-key-bench-key-32");
     let relay: Result<RelayView, smtp_relay_operator::controller::sender_identity::RelayProblem> =
-        Ok(RelayView {
-            label: "SmtpRelay corporate".into(),
-            kind: RelayKindRef::SmtpRelay,
-            name: "corporate".into(),
-            not_ready: None,
-            usage: vec!["sales".into()],
-            no_reply: None,
-            default_sender: MailboxSpec {
-                address: "noreply@example.test".into(),
-                name: None,
-            },
-            publishing_allowed: true,
-            unconfirmed_allowed: true,
-            binding:
-                "SmtpRelay bench/corporate via smtp.example.test:587 (StartTls, no credentials)"
-                    .into(),
-        });
-    let specs: Vec<SenderIdentitySpec> = (0..10_000)
-        .map(|i| SenderIdentitySpec {
-            address: format!("sender-{i}@example.test"),
-            display_name: Some(format!("Sender {i}")),
-            reply_to: None,
-            signature: None,
-            usage: vec!["sales".into()],
-            relay_ref: Some(RelayRefSpec {
-                kind: RelayKindRef::SmtpRelay,
-                name: "corporate".into(),
-            }),
-            confirmation: ConfirmationSpec {
-                required: i % 2 == 0,
-                ..Default::default()
-            },
-            write_connection_secret_to_ref: None,
-        })
-        .collect();
+        Ok(support::fixtures::ready_relay_view());
+    let specs: Vec<SenderIdentitySpec> =
+        (0..10_000).map(support::fixtures::identity_spec).collect();
     let fresh = Secrets::generate();
     let decide =
         |spec: &SenderIdentitySpec,

@@ -243,28 +243,16 @@ fn crds_have_printer_columns_short_names_and_category() {
 
 #[test]
 fn every_example_manifest_is_valid() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let mut seen = 0;
-    let mut stack = vec![root];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("examples dir").flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            if p.extension().and_then(|e| e.to_str()) != Some("yaml") {
-                continue;
-            }
-            let mut m = smtp_relay_operator::verify::Manifests::default();
-            smtp_relay_operator::verify::load_text(
-                &std::fs::read_to_string(&p).expect("read"),
-                &p.display().to_string(),
-                &mut m,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            seen += m.relays.len();
-        }
+    for p in support::examples::example_files() {
+        let mut m = smtp_relay_operator::verify::Manifests::default();
+        smtp_relay_operator::verify::load_text(
+            &std::fs::read_to_string(&p).expect("read"),
+            &p.display().to_string(),
+            &mut m,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        seen += m.relays.len();
     }
     assert!(seen >= 6, "only {seen} relays in examples/");
 }

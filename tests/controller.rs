@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::mock::{body_json, not_found, respond};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,25 +36,6 @@ fn relay(spec: Value, status: Option<Value>) -> SmtpRelay {
         obj["status"] = s;
     }
     serde_json::from_value(obj).expect("relay")
-}
-
-async fn body_json(req: Request<Body>) -> Value {
-    let bytes = req.into_body().collect_bytes().await.expect("body");
-    serde_json::from_slice(&bytes).expect("json body")
-}
-
-fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: StatusCode, body: Value) {
-    send.send_response(
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(&body).expect("json")))
-            .expect("response"),
-    );
-}
-
-fn not_found(what: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": format!("{what} not found"), "reason": "NotFound", "code": 404})
 }
 
 fn condition<'a>(status: &'a Value, t: &str) -> &'a Value {

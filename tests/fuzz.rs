@@ -8,6 +8,8 @@
 //! The budget per property is `PROPTEST_CASES` when set (e.g. `PROPTEST_CASES=20000`
 //! for a longer local campaign), else the number below.
 
+#[path = "support/examples.rs"]
+mod examples;
 #[path = "support/hosts.rs"]
 mod hosts;
 
@@ -37,21 +39,12 @@ fn config(default_cases: u32) -> ProptestConfig {
 fn corpus() -> &'static [Value] {
     static CORPUS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
     CORPUS.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         let mut out = Vec::new();
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).expect("examples").flatten() {
-                let p = entry.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|e| e == "yaml") {
-                    let text = std::fs::read_to_string(&p).expect("read");
-                    for d in smtp_relay_operator::manifest::documents(&text).expect("yaml") {
-                        if !d.value.is_null() {
-                            out.push(d.value);
-                        }
-                    }
+        for p in examples::example_files() {
+            let text = std::fs::read_to_string(&p).expect("read");
+            for d in smtp_relay_operator::manifest::documents(&text).expect("yaml") {
+                if !d.value.is_null() {
+                    out.push(d.value);
                 }
             }
         }

@@ -2,12 +2,14 @@
 
 mod support;
 
+use support::mock::{body_json, not_found, respond};
+
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
-use serde_json::{Value, json};
+use serde_json::json;
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -17,25 +19,6 @@ async fn no_more_requests(handle: &mut Handle) {
         next.is_err() || next.is_ok_and(|r| r.is_none()),
         "unexpected API request"
     );
-}
-
-async fn body_json(req: Request<Body>) -> Value {
-    let bytes = req.into_body().collect_bytes().await.expect("body");
-    serde_json::from_slice(&bytes).expect("json body")
-}
-
-fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: StatusCode, body: Value) {
-    send.send_response(
-        Response::builder()
-            .status(code)
-            .body(Body::from(serde_json::to_vec(&body).expect("json")))
-            .expect("response"),
-    );
-}
-
-fn not_found(what: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": format!("{what} not found"), "reason": "NotFound", "code": 404})
 }
 
 #[tokio::test]

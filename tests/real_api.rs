@@ -125,20 +125,7 @@ async fn every_bundled_example_is_accepted() {
         return;
     };
     cluster::with_cleanup(&ns, async {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-        let mut files = Vec::new();
-        let mut stack = vec![root];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).expect("examples dir").flatten() {
-                let p = entry.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().and_then(|e| e.to_str()) == Some("yaml") {
-                    files.push(p);
-                }
-            }
-        }
-        files.sort();
+        let files = support::examples::example_files();
         let mut docs = Vec::new();
         for file in &files {
             let text = std::fs::read_to_string(file).expect("read");

@@ -3,10 +3,13 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod examples;
 pub mod fake_api;
 pub mod fault;
+pub mod fixtures;
 pub mod gitops;
 pub mod hosts;
+pub mod mock;
 pub mod schema_cases;
 
 use std::path::{Path, PathBuf};
