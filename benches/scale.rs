@@ -147,9 +147,13 @@ async fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("../shared/envtest"));
     let dir = root.join("target/scale-envtest");
-    let _ = Command::new(envtest.join("down.sh")).arg(&dir).status();
+    let _ = Command::new("bash")
+        .arg(envtest.join("down.sh"))
+        .arg(&dir)
+        .status();
     let _ = std::fs::remove_dir_all(dir.join("etcd"));
-    let out = Command::new(envtest.join("up.sh"))
+    let out = Command::new("bash")
+        .arg(envtest.join("up.sh"))
         .arg(&dir)
         .output()
         .expect("start ../shared/envtest/up.sh");
@@ -162,7 +166,10 @@ async fn main() {
     struct Down(PathBuf, PathBuf);
     impl Drop for Down {
         fn drop(&mut self) {
-            let _ = Command::new(self.0.join("down.sh")).arg(&self.1).status();
+            let _ = Command::new("bash")
+                .arg(self.0.join("down.sh"))
+                .arg(&self.1)
+                .status();
         }
     }
     let _down = Down(envtest.clone(), dir.clone());

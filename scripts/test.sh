@@ -14,12 +14,12 @@ cargo clippy --locked --all-targets -- -D warnings
 
 bash tests/harness/postfix.sh start >/dev/null
 
-if [ -x "$envtest_src/up.sh" ] && command -v etcd >/dev/null; then
+if [ -f "$envtest_src/up.sh" ] && command -v etcd >/dev/null; then
   # A fresh control plane per run: no objects left over from an earlier one.
-  [ -d "$envtest_dir" ] && "$envtest_src/down.sh" "$envtest_dir" >/dev/null 2>&1 || true
+  [ -d "$envtest_dir" ] && bash "$envtest_src/down.sh" "$envtest_dir" >/dev/null 2>&1 || true
   rm -rf "$envtest_dir/etcd" "$envtest_dir/certs"
-  trap '"$envtest_src/down.sh" "$envtest_dir" >/dev/null 2>&1 || true' EXIT
-  kubeconfig=$("$envtest_src/up.sh" "$envtest_dir")
+  trap 'bash "$envtest_src/down.sh" "$envtest_dir" >/dev/null 2>&1 || true' EXIT
+  kubeconfig=$(bash "$envtest_src/up.sh" "$envtest_dir")
   export SMTP_RELAY_E2E_KUBECONFIG="$kubeconfig"
   # The real-API tests must run, not skip, when a control plane is there.
   export SMTP_RELAY_E2E_REQUIRED=1
