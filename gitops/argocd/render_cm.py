@@ -5,10 +5,9 @@
     python3 gitops/argocd/render_cm.py --check   # exit 1 if it is stale or a script is unfit
 
 Each argocd-cm key resource.customizations.health.smtprelay.io_<Kind> gets the text
-of its .lua file, byte for byte, as a YAML literal block. --check also verifies that
-the SmtpRelay and ClusterSmtpRelay scripts are identical (they share one status
-shape; see the header of health-smtprelay.lua), that every script can sit in a
-literal block unchanged (no tabs, no trailing blanks, ends with one newline), and,
+of its .lua file, byte for byte, as a YAML literal block (both relay kinds share one
+status shape, so both keys get health-smtprelay.lua). --check also verifies that
+every script can sit in a literal block unchanged (no tabs, no trailing blanks, ends with one newline), and,
 when PyYAML is installed, that the YAML parses back to exactly the scripts' text.
 """
 
@@ -25,11 +24,9 @@ PREFIX = "resource.customizations.health."
 # (argocd-cm key suffix <group>_<Kind>, script file)
 SCRIPTS = [
     ("smtprelay.io_SmtpRelay", "health-smtprelay.lua"),
-    ("smtprelay.io_ClusterSmtpRelay", "health-clustersmtprelay.lua"),
+    ("smtprelay.io_ClusterSmtpRelay", "health-smtprelay.lua"),
     ("smtprelay.io_SenderIdentity", "health-senderidentity.lua"),
 ]
-# Scripts that must stay byte-identical.
-IDENTICAL = [("health-smtprelay.lua", "health-clustersmtprelay.lua")]
 
 HEADER = """\
 # Argo CD health checks for the smtprelay.io/v1alpha1 kinds: merge into argocd-cm.
@@ -89,9 +86,6 @@ def main() -> int:
 
     scripts = {file: (HERE / file).read_text(encoding="utf-8") for _, file in SCRIPTS}
     problems = [p for file, text in scripts.items() for p in script_problems(file, text)]
-    for a, b in IDENTICAL:
-        if scripts[a] != scripts[b]:
-            problems.append(f"{a} and {b} differ: they must stay identical (copy one onto the other)")
     rendered = render(scripts)
 
     try:

@@ -50,7 +50,7 @@ FIXTURES = HERE / "fixtures"
 GROUP = "smtprelay.io"
 SCRIPT_BY_KIND = {
     "SmtpRelay": ARGOCD / "health-smtprelay.lua",
-    "ClusterSmtpRelay": ARGOCD / "health-clustersmtprelay.lua",
+    "ClusterSmtpRelay": ARGOCD / "health-smtprelay.lua",
     "SenderIdentity": ARGOCD / "health-senderidentity.lua",
 }
 ARGO_STATUSES = {"Healthy", "Progressing", "Degraded"}

@@ -56,7 +56,11 @@ fn root() -> PathBuf {
 fn script(kind: &str) -> PathBuf {
     root()
         .join("gitops/argocd")
-        .join(format!("health-{}.lua", kind.to_lowercase()))
+        .join(match kind {
+            // One script serves both relay kinds.
+            "ClusterSmtpRelay" => "health-smtprelay.lua".to_string(),
+            other => format!("health-{}.lua", other.to_lowercase()),
+        })
 }
 
 /// Argo CD's (status, message) for `obj`, from our Lua health check.
