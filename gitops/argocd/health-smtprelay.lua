@@ -2,11 +2,10 @@
 -- (argocd-cm keys resource.customizations.health.smtprelay.io_SmtpRelay and
 -- resource.customizations.health.smtprelay.io_ClusterSmtpRelay).
 --
--- health-smtprelay.lua and health-clustersmtprelay.lua are the same script, kept
--- byte-identical (render_cm.py --check enforces it): both kinds share one status
--- (SmtpRelayStatus), and the only ClusterSmtpRelay-specific condition, DefaultRelay,
--- never appears on a SmtpRelay. Argo CD scripts cannot load a shared file, so each
--- argocd-cm key carries the whole text.
+-- One script for both kinds: they share one status (SmtpRelayStatus), and the only
+-- ClusterSmtpRelay-specific condition, DefaultRelay, never appears on a SmtpRelay.
+-- Argo CD scripts cannot load a shared file, so render_cm.py puts the whole text
+-- under each of the two argocd-cm keys.
 --
 -- Written for Argo CD's sandbox: gopher-lua (Lua 5.1) with only the base and table
 -- libraries (argocd-cm scripts run without resource.customizations.useOpenLibs):
