@@ -54,13 +54,11 @@ fn root() -> PathBuf {
 
 /// The Argo CD health script for the object's kind.
 fn script(kind: &str) -> PathBuf {
-    root()
-        .join("gitops/argocd")
-        .join(match kind {
-            // One script serves both relay kinds.
-            "ClusterSmtpRelay" => "health-smtprelay.lua".to_string(),
-            other => format!("health-{}.lua", other.to_lowercase()),
-        })
+    root().join("gitops/argocd").join(match kind {
+        // One script serves both relay kinds.
+        "ClusterSmtpRelay" => "health-smtprelay.lua".to_string(),
+        other => format!("health-{}.lua", other.to_lowercase()),
+    })
 }
 
 /// Argo CD's (status, message) for `obj`, from our Lua health check.
