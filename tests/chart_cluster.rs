@@ -144,12 +144,10 @@ async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
 
 #[tokio::test]
 async fn the_chart_rbac_runs_two_replicas_and_one_takes_over() {
-    let Some(kubeconfig) = cluster::kubeconfig_path() else {
+    let Some(turn) = cluster::take_turn().await else {
         return;
     };
-    let _turn = cluster::exclusive().await;
-    let client = cluster::client(&kubeconfig).await;
-    cluster::apply_crds(&client).await;
+    let (client, kubeconfig) = (turn.client.clone(), turn.kubeconfig.clone());
     let id = cluster::rand_id();
     let (system, app) = (format!("chart-{id}-system"), format!("chart-{id}-app"));
     let namespaces = Namespaces::create(&client, vec![system.clone(), app.clone()]).await;

@@ -3,10 +3,9 @@
 
 mod support;
 
-use support::mock::{body_json, not_found, respond};
+use support::mock::{Handle, body_json, no_more_requests, not_found, respond};
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
@@ -15,8 +14,6 @@ use serde_json::{Value, json};
 use smtp_relay_operator::api::{ClusterSmtpRelay, SmtpRelay};
 use smtp_relay_operator::controller::cluster_smtp_relay::default_claim;
 use smtp_relay_operator::controller::{Context, smtp_relay};
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
 fn context() -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
@@ -56,14 +53,6 @@ async fn expect_event(handle: &mut Handle) -> Value {
     let event = body_json(req).await;
     respond(send, StatusCode::CREATED, event.clone());
     event
-}
-
-async fn no_more_requests(handle: &mut Handle) {
-    let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-    assert!(
-        next.is_err() || next.is_ok_and(|r| r.is_none()),
-        "unexpected API request"
-    );
 }
 
 #[tokio::test]

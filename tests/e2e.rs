@@ -135,12 +135,10 @@ where
     F: FnOnce(World) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Some(kubeconfig) = cluster::kubeconfig_path() else {
+    let Some(turn) = cluster::take_turn().await else {
         return;
     };
-    let _turn = cluster::exclusive().await;
-    let client = cluster::client(&kubeconfig).await;
-    cluster::apply_crds(&client).await;
+    let (client, kubeconfig) = (turn.client.clone(), turn.kubeconfig.clone());
     let id = cluster::rand_id();
     let ns = format!("e2e-{tag}-{id}");
     let ops_ns = format!("e2e-{tag}-{id}-ops");

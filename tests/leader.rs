@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::mock::{body_json, not_found, respond};
+use support::mock::{body_json, no_more_requests, not_found, respond};
 
 use std::time::Duration;
 
@@ -10,16 +10,6 @@ use http::{Request, Response, StatusCode};
 use kube::Client;
 use kube::client::Body;
 use serde_json::json;
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-async fn no_more_requests(handle: &mut Handle) {
-    let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
-    assert!(
-        next.is_err() || next.is_ok_and(|r| r.is_none()),
-        "unexpected API request"
-    );
-}
 
 #[tokio::test]
 async fn leader_election_creates_the_lease_when_absent_and_waits_for_a_live_holder() {

@@ -42,6 +42,26 @@ pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
+/// A test's turn on the real API server: the lock held (the operator watches the
+/// whole cluster), a client, the kubeconfig, the CRDs applied. None to skip.
+pub struct Turn {
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+pub async fn take_turn() -> Option<Turn> {
+    let kubeconfig = kubeconfig_path()?;
+    let turn = exclusive().await;
+    let client = client(&kubeconfig).await;
+    apply_crds(&client).await;
+    Some(Turn {
+        client,
+        kubeconfig,
+        _turn: turn,
+    })
+}
+
 pub async fn client(path: &PathBuf) -> Client {
     let kc = Kubeconfig::read_from(path).expect("read SMTP_RELAY_E2E_KUBECONFIG");
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())

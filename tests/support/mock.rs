@@ -1,6 +1,8 @@
 //! Helpers for tests that answer the operator's API requests one by one through
 //! kube's `tower-test` mock (faults on demand).
 
+use std::time::Duration;
+
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use serde_json::{Value, json};
@@ -29,4 +31,16 @@ pub fn respond(
 pub fn not_found(what: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": format!("{what} not found"), "reason": "NotFound", "code": 404})
+}
+
+/// The test's end of the mocked API server.
+pub type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// The operator sends nothing more (within 200 ms).
+pub async fn no_more_requests(handle: &mut Handle) {
+    let next = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+    assert!(
+        next.is_err() || next.is_ok_and(|r| r.is_none()),
+        "unexpected API request"
+    );
 }
