@@ -57,6 +57,8 @@ fn start_operator(
 ) -> cluster::Operator {
     let file = std::fs::File::create(log).expect("log");
     let child = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
+        // Tests and benches never ask the system resolver.
+        .env("SMTP_RELAY_DELIVERABILITY_CHECKS", "false")
         .args(["run", "--namespace", "scale-ops"])
         .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
         .arg(format!("--confirmation-addr=127.0.0.1:{confirm_port}"))

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod confirm;
 pub mod controller;
+pub mod deliverability;
 pub mod duration;
 pub mod http;
 pub mod k8s;

@@ -74,6 +74,8 @@ enum Command {
         lease_name: String,
         #[command(flatten)]
         destinations: Destinations,
+        #[command(flatten)]
+        dns: Dns,
         /// Longest wait for in-flight SMTP sessions on shutdown.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         shutdown_timeout: std::time::Duration,
@@ -103,6 +105,8 @@ enum Command {
         sessions_per_host: usize,
         #[command(flatten)]
         destinations: Destinations,
+        #[command(flatten)]
+        dns: Dns,
     },
 }
 
@@ -125,6 +129,62 @@ struct Destinations {
     /// SmtpRelays unless allowed with --allowed-destinations.
     #[arg(long, value_delimiter = ',')]
     cluster_cidrs: Vec<smtp::Cidr>,
+}
+
+/// The deliverability checks: the same flags on `run` and `verify`.
+#[derive(clap::Args)]
+struct Dns {
+    /// DNS server for the deliverability checks (MX, SPF, DKIM, DMARC, blocklists),
+    /// as IP or IP:PORT (port 53 by default). Default: the system resolver.
+    #[arg(long, env = "SMTP_RELAY_DNS_SERVER", value_parser = parse_dns_server)]
+    dns_server: Option<std::net::SocketAddr>,
+    /// DNS blocklist zones the relays' sending addresses are looked up in
+    /// (comma-separated; "" for none).
+    #[arg(long, value_delimiter = ',', default_values_t = smtp_relay_operator::deliverability::DEFAULT_DNSBL_ZONES.iter().map(|z| z.to_string()).collect::<Vec<_>>(), value_parser = parse_zone)]
+    dnsbl_zones: Vec<String>,
+    /// Check sender domains and blocklists (false for clusters without DNS).
+    #[arg(long, env = "SMTP_RELAY_DELIVERABILITY_CHECKS", default_value_t = true, action = clap::ArgAction::Set)]
+    deliverability_checks: bool,
+}
+
+fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
+}
+
+fn parse_zone(s: &str) -> Result<String, String> {
+    let zone = s.trim().trim_end_matches('.');
+    if zone.is_empty() {
+        return Ok(String::new());
+    }
+    if zone.len() > 200 || smtp_relay_operator::api::check_host(zone).is_err() {
+        return Err(format!("{s:?} is not a DNS zone name"));
+    }
+    Ok(zone.to_ascii_lowercase())
+}
+
+impl Dns {
+    fn checker(self) -> Result<Option<smtp_relay_operator::deliverability::Checker>, String> {
+        if !self.deliverability_checks {
+            return Ok(None);
+        }
+        let zones: Vec<String> = self
+            .dnsbl_zones
+            .into_iter()
+            .filter(|z| !z.is_empty())
+            .collect();
+        let settings = smtp_relay_operator::deliverability::DnsSettings {
+            server: self.dns_server,
+            timeout: None,
+        };
+        smtp_relay_operator::deliverability::Checker::new(&settings, zones)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Destinations {
@@ -171,9 +231,17 @@ async fn main() -> ExitCode {
             leader_election,
             lease_name,
             destinations,
+            dns,
             shutdown_timeout,
         } => {
             init_logging(cli.log_json);
+            let deliverability = match dns.checker() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let client = match kube::Client::try_default().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -192,6 +260,7 @@ async fn main() -> ExitCode {
                     destinations: destinations.policy(),
                     // Read from the operator's key Secret once running.
                     input_key: None,
+                    deliverability,
                 },
                 metrics_addr,
                 confirmation_addr,
@@ -226,15 +295,39 @@ async fn main() -> ExitCode {
             operator_namespace,
             sessions_per_host,
             destinations,
+            dns,
         } => {
+            let deliverability = match dns.checker() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let options = verify::Options {
                 operator_namespace,
                 sessions_per_host,
                 destinations: destinations.policy(),
+                deliverability,
             };
             run_verify(files, output, secrets_from_cluster, options).await
         }
     }
+}
+
+/// Relays then identities, as one list (each item says its kind).
+fn all_verdicts(
+    relays: &[verify::Verdict],
+    identities: &[verify::IdentityVerdict],
+) -> Result<Vec<serde_json::Value>, String> {
+    let mut out = Vec::new();
+    for r in relays {
+        out.push(serde_json::to_value(r).map_err(|e| e.to_string())?);
+    }
+    for i in identities {
+        out.push(serde_json::to_value(i).map_err(|e| e.to_string())?);
+    }
+    Ok(out)
 }
 
 fn crd(out_dirs: Vec<PathBuf>) -> ExitCode {
@@ -291,13 +384,36 @@ async fn run_verify(
     } else {
         None
     };
+    let mut manifests = manifests;
+    let identities = std::mem::take(&mut manifests.identities);
+    let relays = manifests.relays.clone();
     let verdicts = verify::run(manifests, cluster, &options, |line| eprintln!("{line}")).await;
+    if !identities.is_empty() && options.deliverability.is_some() {
+        eprintln!(
+            "checking the DNS records of {} sender domains...",
+            identities.len()
+        );
+    }
+    let domains =
+        verify::check_identities(identities, &relays, options.deliverability.as_ref()).await;
     let rendered = match output {
-        Output::Table => Ok(verify::render_table(&verdicts)),
-        Output::Yaml => serde_yaml::to_string(&verdicts).map_err(|e| e.to_string()),
-        Output::Json => serde_json::to_string_pretty(&verdicts)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string()),
+        Output::Table => Ok(format!(
+            "{}{}{}",
+            if verdicts.is_empty() {
+                String::new()
+            } else {
+                verify::render_table(&verdicts)
+            },
+            verify::render_blocklists(&verdicts),
+            verify::render_identities(&domains)
+        )),
+        Output::Yaml => all_verdicts(&verdicts, &domains)
+            .and_then(|v| serde_yaml::to_string(&v).map_err(|e| e.to_string())),
+        Output::Json => all_verdicts(&verdicts, &domains).and_then(|v| {
+            serde_json::to_string_pretty(&v)
+                .map(|s| s + "\n")
+                .map_err(|e| e.to_string())
+        }),
     };
     match rendered {
         Ok(text) => print!("{text}"),
@@ -305,6 +421,9 @@ async fn run_verify(
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+    }
+    if !domains.iter().all(verify::IdentityVerdict::acceptable) {
+        return ExitCode::FAILURE;
     }
     if verdicts.iter().all(verify::Verdict::ready) {
         ExitCode::SUCCESS

@@ -116,6 +116,8 @@ fn start_replica(
     let log = dir.join(format!("{name}.log"));
     let file = std::fs::File::create(&log).expect("log file");
     let child = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
+        // Tests and benches never ask the system resolver.
+        .env("SMTP_RELAY_DELIVERABILITY_CHECKS", "false")
         .args(&args)
         .env("KUBECONFIG", kubeconfig)
         .env("POD_NAMESPACE", namespace)

@@ -687,3 +687,111 @@ async fn a_confirmation_through_ones_own_relay_does_not_carry_to_a_cluster_relay
     })
     .await;
 }
+
+fn condition_of(obj: &Value, t: &str) -> Option<(String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == t)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_string(),
+                c["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+}
+
+#[tokio::test]
+async fn identities_report_their_domain_and_relays_their_blocklists() {
+    in_world("domain", |w| async move {
+        // A real DNS server on loopback the operator is pointed at (--dns-server).
+        let dns = support::dns::DnsServer::start(&[
+            "good.test 300 MX 10 mx.good.test",
+            "mx.good.test 300 A 127.0.0.1",
+            "good.test 300 TXT v=spf1 ip4:127.0.0.1 -all",
+            "_dmarc.good.test 300 TXT v=DMARC1; p=reject",
+            "nodmarc.test 300 MX 10 mx.good.test",
+            "nodmarc.test 300 TXT v=spf1 ip4:127.0.0.1 -all",
+            "2.0.0.127.bl.test 300 A 127.0.0.2",
+            "2.0.0.127.bl.test 300 TXT listed for testing",
+        ])
+        .await;
+        w.relay("plain", relay_spec(w.h.plain_port, "None", None))
+            .await;
+        let mut listed = relay_spec(w.h.plain_port, "None", None);
+        listed["deliverability"] = json!({"sendingAddresses": ["127.0.0.2"]});
+        w.relay("listed", listed).await;
+        let _operator = cluster::start_operator_with_dns(
+            &w.kubeconfig,
+            &w.ops_ns,
+            w.confirm_port,
+            Some(dns.addr),
+        );
+        let relay = w.wait_relay("plain", ("True", "Verified")).await;
+        assert_eq!(
+            condition_of(&relay, "NotListed"),
+            Some(("True".into(), "NotListed".into()))
+        );
+        // Listed: reported, but the relay still accepts mail (Ready stays True).
+        let listed = w.wait_relay("listed", ("True", "Verified")).await;
+        assert_eq!(
+            condition_of(&listed, "NotListed"),
+            Some(("False".into(), "Listed".into()))
+        );
+        assert_eq!(
+            listed["status"]["blocklist"]["listings"][0]["reason"],
+            "listed for testing"
+        );
+        let identities = w.identities();
+        let no_confirmation = json!({"confirmation": {"required": false}});
+        apply(
+            &identities,
+            "good",
+            identity(
+                &w.ns,
+                "good",
+                "sales@good.test",
+                "plain",
+                no_confirmation.clone(),
+            ),
+        )
+        .await;
+        let good = wait_identity(&w, "good", ("True", "Ready")).await;
+        assert_eq!(
+            condition_of(&good, "DomainAuthenticated"),
+            Some(("True".into(), "Authenticated".into()))
+        );
+        assert_eq!(good["status"]["deliverability"]["spf"]["result"], "pass");
+        assert_eq!(
+            good["status"]["deliverability"]["spf"]["record"],
+            "v=spf1 ip4:127.0.0.1 -all"
+        );
+        assert_eq!(
+            good["status"]["deliverability"]["dmarc"]["policy"],
+            "reject"
+        );
+        gitops::check("identity-domain-authenticated", &good, "Healthy");
+        let mut strict = no_confirmation.clone();
+        strict["deliverability"] = json!({"enforce": true});
+        apply(
+            &identities,
+            "strict",
+            identity(&w.ns, "strict", "ops@nodmarc.test", "plain", strict),
+        )
+        .await;
+        let obj = wait_identity(&w, "strict", ("False", "DomainNotAuthenticated")).await;
+        assert_eq!(
+            condition_of(&obj, "DomainAuthenticated"),
+            Some(("False".into(), "DmarcMissing".into()))
+        );
+        gitops::check("identity-domain-not-authenticated", &obj, "Degraded");
+        // One lookup of each record for both identities and every reconcile so far.
+        assert_eq!(
+            dns.queries("good.test", "TXT"),
+            1,
+            "{:?}",
+            dns.all_queries()
+        );
+    })
+    .await;
+}

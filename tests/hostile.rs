@@ -56,6 +56,7 @@ async fn status_of(
         status: None,
         default_namespace: "smtp-relay-system",
         destinations: &policy,
+        blocklists: None,
     };
     evaluate(&relay, &source, &HostLimiter::new(2), true)
         .await

@@ -247,6 +247,7 @@ async fn exercise(fake: &FakeApi) {
             concurrency: 4,
             destinations: support::loopback_allowed(),
             input_key: Some(smtp_relay_operator::relay::InputKey::from_confirm_key(&key)),
+            deliverability: None,
         },
         kube::runtime::events::Reporter {
             controller: "smtp-relay-operator".into(),

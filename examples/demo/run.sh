@@ -3,6 +3,9 @@
 # Postfix harness on 127.0.0.1), exactly as the controller would, with no cluster.
 # Usage: examples/demo/run.sh [path/to/smtp-relay-operator]
 set -euo pipefail
+# The demo never asks the internet: the DNS checks run in the tests, against a
+# loopback DNS server (tests/deliverability.rs).
+export SMTP_RELAY_DELIVERABILITY_CHECKS=false
 cd "$(dirname "$0")/../.."
 bin="${1:-target/release/smtp-relay-operator}"
 harness_dir="${HARNESS_DIR:-/tmp/smtp-relay-harness}"

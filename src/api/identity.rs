@@ -163,6 +163,14 @@ pub struct SenderIdentitySpec {
     /// Secret, owned by the identity. For a ClusterSmtpRelay the relay must allow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_connection_secret_to_ref: Option<ConnectionSecretRef>,
+    /// DNS checks of the address's domain (MX, SPF, DKIM, DMARC): which DKIM
+    /// selectors, and whether a failure blocks Ready.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub deliverability: super::IdentityDeliverabilitySpec,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -276,4 +284,7 @@ pub struct SenderIdentityStatus {
     /// The connection Secret written, when requested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_secret: Option<String>,
+    /// The address's domain as receivers judge it (condition DomainAuthenticated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliverability: Option<super::DomainDeliverability>,
 }

@@ -4,11 +4,13 @@
 //! `kubectl explain` prints: write them for the platform engineer reading them.
 
 mod condition;
+mod deliverability;
 mod identity;
 mod relay;
 mod vocabulary;
 
 pub use condition::{Condition, ConditionStatus};
+pub use deliverability::*;
 pub use identity::*;
 pub use relay::*;
 pub use vocabulary::*;
@@ -153,6 +155,17 @@ pub mod patterns {
         r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
     /// A Secret or ConfigMap data key.
     pub const DATA_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+    /// An IPv4 or IPv6 address, optionally with a prefix length (CIDR): 192.0.2.10,
+    /// 198.51.100.0/28, 2001:db8::/64.
+    pub const IP_OR_CIDR: &str = concat!(
+        "^((",
+        ipv4!(),
+        ")(/(3[0-2]|[12]?[0-9]))?|(",
+        ipv6!(),
+        ")(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$"
+    );
+    /// A DKIM selector: one or more DNS labels (RFC 6376 §3.1).
+    pub const DKIM_SELECTOR: &str = concat!("^", dns_label!(), r"(\.", dns_label!(), ")*$");
 }
 
 /// Why `host` is not a relay host (the same rule as [`patterns::HOST`], for objects

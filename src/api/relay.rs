@@ -269,6 +269,14 @@ pub struct SmtpRelaySpec {
     /// Verification settings: test recipient, interval, timeout.
     #[serde(default)]
     pub verification: VerificationSpec,
+    /// Where the relay sends from and how it signs, for the deliverability checks of
+    /// sender domains (SPF, DKIM) and the blocklist check (NotListed).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub deliverability: super::RelayDeliverabilitySpec,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Message shared by the CRD's CEL rule and the operator's own check.
@@ -392,6 +400,10 @@ pub struct SmtpRelayStatus {
     /// set by `kubectl smtprelay test`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_test: Option<LastTest>,
+    /// The sending addresses in the DNS blocklists, from the last verification
+    /// (condition NotListed). Absent when the operator runs without --dnsbl-zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocklist: Option<super::BlocklistStatus>,
 }
 
 /// The answer to an on-demand test send.

@@ -9,6 +9,9 @@ pub mod relay_conditions {
     pub const AUTHENTICATED: &str = "Authenticated";
     pub const TEST_MESSAGE_ACCEPTED: &str = "TestMessageAccepted";
     pub const DEFAULT_RELAY: &str = "DefaultRelay";
+    /// The sending addresses are on no configured DNS blocklist (informational: it
+    /// does not change Ready).
+    pub const NOT_LISTED: &str = "NotListed";
     pub const READY: &str = "Ready";
 }
 
@@ -18,6 +21,33 @@ pub mod identity_conditions {
     pub const CONFIRMATION_SENT: &str = "ConfirmationSent";
     pub const CONFIRMED: &str = "Confirmed";
     pub const CONNECTION_SECRET_READY: &str = "ConnectionSecretReady";
+    /// SPF authorizes the relay and DMARC exists for the address's domain; blocks
+    /// Ready only with spec.deliverability.enforce.
+    pub const DOMAIN_AUTHENTICATED: &str = "DomainAuthenticated";
+}
+
+/// Reasons of DomainAuthenticated and NotListed, stable for alerts and scripts.
+pub mod deliverability_reasons {
+    pub const AUTHENTICATED: &str = "Authenticated";
+    pub const NO_MX: &str = "NoMx";
+    pub const NULL_MX: &str = "NullMx";
+    pub const SPF_MISSING: &str = "SpfMissing";
+    pub const SPF_NOT_AUTHORIZING_RELAY: &str = "SpfNotAuthorizingRelay";
+    pub const SPF_TOO_MANY_LOOKUPS: &str = "SpfTooManyLookups";
+    pub const SPF_PERM_ERROR: &str = "SpfPermError";
+    pub const DKIM_KEY_MISSING: &str = "DkimKeyMissing";
+    pub const DKIM_KEY_INVALID: &str = "DkimKeyInvalid";
+    pub const DKIM_KEY_WEAK: &str = "DkimKeyWeak";
+    pub const DMARC_MISSING: &str = "DmarcMissing";
+    pub const DMARC_INVALID: &str = "DmarcInvalid";
+    pub const DMARC_POLICY_NONE: &str = "DmarcPolicyNone";
+    pub const DNS_TEMPORARY_FAILURE: &str = "DnsTemporaryFailure";
+    /// The relay is not known yet (no sending addresses to judge SPF against).
+    pub const RELAY_UNKNOWN: &str = "RelayUnknown";
+    pub const NOT_LISTED: &str = "NotListed";
+    pub const LISTED: &str = "Listed";
+    pub const BLOCKLIST_QUERY_REFUSED: &str = "BlocklistQueryRefused";
+    pub const NO_SENDING_ADDRESSES: &str = "NoSendingAddresses";
 }
 
 /// Annotation carrying an on-demand test send of a relay: "<request-id> <recipient>".

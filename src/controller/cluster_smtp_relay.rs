@@ -114,6 +114,7 @@ async fn reconcile_in_span(
         status: relay.status.as_ref(),
         default_namespace: &ctx.settings.operator_namespace,
         destinations: &ctx.settings.destinations,
+        blocklists: ctx.settings.deliverability.as_ref(),
     };
     let claim = default_claim(&relay, &ctx.cluster_relays.state());
     let generation = relay.metadata.generation;

@@ -70,6 +70,8 @@ pub struct Settings {
     /// What relays fingerprint their Secrets and ConfigMaps with, whether or not
     /// confirmations are configured (None: their resourceVersions).
     pub input_key: Option<crate::relay::InputKey>,
+    /// DNS checks of sender domains and relay blocklists; None: off.
+    pub deliverability: Option<crate::deliverability::Checker>,
 }
 
 /// Shared by all reconciles.

@@ -36,6 +36,7 @@ async fn reconcile_in_span(
         status: relay.status.as_ref(),
         default_namespace: &ctx.settings.operator_namespace,
         destinations: &ctx.settings.destinations,
+        blocklists: ctx.settings.deliverability.as_ref(),
     };
     let api: Api<SmtpRelay> = Api::namespaced(ctx.client.clone(), &namespace);
     reconcile_relay(relay.as_ref(), &ctx, relay_ref, api, |s| s).await

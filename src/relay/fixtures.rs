@@ -33,6 +33,7 @@ pub fn spec(mode: TlsMode, auth: bool, recipient: bool) -> SmtpRelaySpec {
             recipient: recipient.then(|| "inbox@example.test".into()),
             ..Default::default()
         },
+        deliverability: Default::default(),
     }
 }
 

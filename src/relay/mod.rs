@@ -73,6 +73,8 @@ pub struct RelayRef<'a> {
     pub default_namespace: &'a str,
     /// Where the operator may connect (the relay's kind picks the defaults).
     pub destinations: &'a Arc<smtp::DestinationPolicy>,
+    /// DNS blocklist lookups with each verification; None: not checked.
+    pub blocklists: Option<&'a crate::deliverability::Checker>,
 }
 
 impl RelayRef<'_> {
@@ -158,19 +160,38 @@ pub async fn evaluate(
             outcome: None,
         };
     }
-    let verified = match resolved {
-        Ok(r) => {
-            let _permit = limiter.acquire(&r.target.host).await;
-            Ok(smtp::verify(&r.target).await)
-        }
-        Err(p) => Err(p),
+    let blocklist = async {
+        let checker = relay.blocklists.filter(|c| !c.zones().is_empty())?;
+        let now = Timestamp::now().round(jiff::Unit::Second).ok()?.to_string();
+        let addresses = checker
+            .sending_addresses(&relay.spec.deliverability, &relay.spec.host, true)
+            .await
+            .unwrap_or_default();
+        Some(checker.check_blocklists(&addresses, &now).await)
     };
+    let session = async {
+        match resolved {
+            Ok(r) => {
+                let _permit = limiter.acquire(&r.target.host).await;
+                Ok(smtp::verify(&r.target).await)
+            }
+            Err(p) => Err(p),
+        }
+    };
+    let (verified, blocklist) = futures::join!(session, blocklist);
     let next = next_status(
         relay.spec,
         relay.generation,
         relay.status,
         &inputs,
         &verified,
+        Timestamp::now(),
+    );
+    let next = with_blocklist(
+        next,
+        relay.status,
+        blocklist,
+        relay.generation,
         Timestamp::now(),
     );
     let transition = transition(relay.status, &next);

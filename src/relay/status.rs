@@ -142,7 +142,58 @@ pub fn next_status(
         last_verification: Some(last_verification),
         consecutive_failures,
         last_test: previous.and_then(|p| p.last_test.clone()),
+        blocklist: previous.and_then(|p| p.blocklist.clone()),
     }
+}
+
+/// Add the blocklist results of this verification (pure): the NotListed condition,
+/// placed before Ready, and `status.blocklist`, keeping the last answers when no zone
+/// answered. `None` (no --dnsbl-zones) removes both.
+pub fn with_blocklist(
+    mut next: SmtpRelayStatus,
+    previous: Option<&SmtpRelayStatus>,
+    fresh: Option<crate::api::BlocklistStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> SmtpRelayStatus {
+    let now_text = now.round(jiff::Unit::Second).unwrap_or(now).to_string();
+    next.conditions.retain(|c| c.type_ != types::NOT_LISTED);
+    let Some(fresh) = fresh else {
+        next.blocklist = None;
+        return next;
+    };
+    let kept = crate::deliverability::verdict::keep_last_blocklist(
+        previous.and_then(|p| p.blocklist.as_ref()),
+        fresh,
+        now,
+    );
+    let mut j = crate::deliverability::verdict::blocklist_condition(&kept);
+    if let Some(t) = &kept.temporary_failure {
+        j.message = format!(
+            "kept from {}: no zone answered at {} ({}). {}",
+            kept.checked_at, t.time, t.message, j.message
+        );
+    }
+    let empty = Vec::new();
+    let condition = merge_conditions(
+        previous.map(|p| &p.conditions).unwrap_or(&empty),
+        vec![Desired {
+            type_: types::NOT_LISTED,
+            status: j.status,
+            reason: j.reason.to_string(),
+            message: j.message,
+        }],
+        generation,
+        &now_text,
+    );
+    let at = next
+        .conditions
+        .iter()
+        .position(|c| c.type_ == types::READY)
+        .unwrap_or(next.conditions.len());
+    next.conditions.splice(at..at, condition);
+    next.blocklist = Some(kept);
+    next
 }
 
 #[cfg(test)]

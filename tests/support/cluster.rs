@@ -209,6 +209,17 @@ pub fn free_port() -> u16 {
 
 /// The operator binary as a child process against `kubeconfig`.
 pub fn start_operator(kubeconfig: &PathBuf, operator_ns: &str, confirm_port: u16) -> Operator {
+    start_operator_with_dns(kubeconfig, operator_ns, confirm_port, None)
+}
+
+/// The operator with its deliverability checks asking `dns` (a loopback test server);
+/// None turns the checks off (tests never ask the system's resolver).
+pub fn start_operator_with_dns(
+    kubeconfig: &PathBuf,
+    operator_ns: &str,
+    confirm_port: u16,
+    dns: Option<std::net::SocketAddr>,
+) -> Operator {
     let confirm_addr = format!("127.0.0.1:{confirm_port}");
     let base_url = format!("http://{confirm_addr}");
     let child = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
@@ -218,6 +229,13 @@ pub fn start_operator(kubeconfig: &PathBuf, operator_ns: &str, confirm_port: u16
         .args(["--confirmation-base-url", &base_url])
         // The test relays are on loopback, which the default policy refuses.
         .arg("--allowed-destinations=127.0.0.0/8")
+        .args(match dns {
+            Some(addr) => vec![
+                format!("--dns-server={addr}"),
+                "--dnsbl-zones=bl.test".into(),
+            ],
+            None => vec!["--deliverability-checks=false".into()],
+        })
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "info,smtp_relay_operator=debug")
         .stdout(Stdio::inherit())

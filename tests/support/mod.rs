@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod dns;
 pub mod examples;
 pub mod fake_api;
 pub mod fault;
@@ -155,6 +156,7 @@ pub fn context(
             input_key: confirmation
                 .as_ref()
                 .map(|c| smtp_relay_operator::relay::InputKey::from_confirm_key(&c.key)),
+            deliverability: None,
         },
         recorder: kube::runtime::events::Recorder::new(
             client,

@@ -69,7 +69,7 @@ pub fn decide(
         (true, None) => SecretState::Waiting,
     };
     let persist_attempt = plan.send.then(|| {
-        next_status(
+        let next = next_status(
             spec,
             identity.metadata.generation,
             previous,
@@ -77,7 +77,8 @@ pub fn decide(
             &plan,
             &pending_secret,
             now,
-        )
+        );
+        with_deliverability(next, previous, spec, observed.domain.as_ref(), now)
     });
     // Credentials published earlier that must not stay where they are.
     let withdraw = revoked_secret(

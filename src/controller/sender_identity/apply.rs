@@ -48,10 +48,11 @@ pub(super) async fn apply(
     if let Some(t) = identity_transition(identity.status.as_ref(), &status) {
         publish(ctx, identity.as_ref(), &t).await;
     }
-    Ok(Action::requeue(jittered(requeue_after(
-        &plan.confirmation,
-        Timestamp::now(),
-    ))))
+    let wait = requeue_after(&plan.confirmation, Timestamp::now());
+    let wait = observed
+        .domain_due
+        .map_or(wait, |d| wait.min(d.max(Duration::from_secs(1))));
+    Ok(Action::requeue(jittered(wait)))
 }
 
 /// Send the confirmation mail and record its outcome in the plan.
@@ -109,6 +110,13 @@ async fn write_final_status(
         secret,
         Timestamp::now(),
     );
+    status = with_deliverability(
+        status,
+        current.status.as_ref(),
+        spec,
+        observed.domain.as_ref(),
+        Timestamp::now(),
+    );
     if Some(&status) == current.status.as_ref() {
         return Ok(status);
     }
@@ -138,6 +146,13 @@ async fn write_final_status(
             &observed.relay,
             plan,
             secret,
+            Timestamp::now(),
+        );
+        status = with_deliverability(
+            status,
+            latest.status.as_ref(),
+            &latest.spec,
+            observed.domain.as_ref(),
             Timestamp::now(),
         );
         written = write_identity_status(ctx, &latest, &status).await;

@@ -16,6 +16,7 @@ pub fn spec() -> SenderIdentitySpec {
         }),
         confirmation: ConfirmationSpec::default(),
         write_connection_secret_to_ref: None,
+        deliverability: Default::default(),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::smtp;
 
 mod actions;
 mod apply;
+mod deliverability;
 use apply::*;
 #[cfg(test)]
 mod fixtures;
@@ -35,6 +36,7 @@ mod secret;
 mod status;
 
 pub use actions::*;
+pub use deliverability::*;
 pub use observe::*;
 pub use plan::*;
 pub use secret::*;
@@ -113,7 +115,7 @@ async fn reconcile_in_span(
     };
     let spec = &identity.spec;
     // Gather: the relay, from the shared caches (and the namespace's labels).
-    let observed = observe(&ctx, &namespace, spec).await?;
+    let observed = observe(&ctx, &namespace, spec, identity.status.as_ref()).await?;
     let annotations = identity.annotations();
     let fresh = Secrets::generate();
     let now = Timestamp::now();

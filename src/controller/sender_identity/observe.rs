@@ -166,6 +166,66 @@ pub struct Observed {
     pub relay: Result<RelayView, RelayProblem>,
     /// The relay object behind `relay`, to resolve its session target from.
     pub object: Option<RelayObject>,
+    /// The address's domain read from DNS now (None: not due, or checks are off).
+    pub domain: Option<crate::api::DomainDeliverability>,
+    /// When the domain is due again.
+    pub domain_due: Option<Duration>,
+}
+
+impl RelayObject {
+    pub fn spec(&self) -> &SmtpRelaySpec {
+        match self {
+            RelayObject::Namespaced(r) => &r.spec,
+            RelayObject::Cluster(c) => &c.spec.relay,
+        }
+    }
+}
+
+/// Read the address's domain from DNS when it is due (the relay's verification
+/// interval, or a change of the domain, sending addresses or selectors).
+async fn observe_domain(
+    ctx: &Context,
+    spec: &SenderIdentitySpec,
+    previous: Option<&crate::api::DomainDeliverability>,
+    object: &RelayObject,
+) -> (Option<crate::api::DomainDeliverability>, Option<Duration>) {
+    use crate::deliverability::{DomainQuery, verdict};
+    let Some(checker) = ctx.settings.deliverability.as_ref() else {
+        return (None, None);
+    };
+    let relay = object.spec();
+    let interval = parse_duration("verification.interval", &relay.verification.interval)
+        .ok()
+        .unwrap_or(Duration::from_secs(3600));
+    let sending = match checker
+        .sending_addresses(&relay.deliverability, &relay.host, false)
+        .await
+    {
+        Ok(s) => s,
+        // The relay host does not resolve now: keep what is known, try again soon.
+        Err(_) => return (None, Some(verdict::TEMPORARY_RETRY.min(interval))),
+    };
+    let selectors = if spec.deliverability.dkim_selectors.is_empty() {
+        relay.deliverability.dkim_selectors.clone()
+    } else {
+        spec.deliverability.dkim_selectors.clone()
+    };
+    let query = DomainQuery {
+        address: spec.address.clone(),
+        sending,
+        selectors,
+        relay_host: relay.host.clone(),
+    };
+    if let Some(wait) = verdict::domain_due(previous, &query.inputs(), interval, Timestamp::now()) {
+        return (None, Some(wait));
+    }
+    let fresh = (*checker.check_domain(&query).await).clone();
+    let wait = if verdict::has_temporary_failure(&fresh).is_some() {
+        verdict::TEMPORARY_RETRY.min(interval)
+    } else {
+        interval
+    };
+    (Some(fresh), Some(wait))
 }
 
 /// The relay's session target (credentials included), its TLS mode and custom headers.
@@ -183,16 +243,25 @@ pub(super) async fn observe(
     ctx: &Context,
     namespace: &str,
     spec: &SenderIdentitySpec,
+    previous: Option<&SenderIdentityStatus>,
 ) -> Result<Observed, Error> {
     match find_relay(ctx, namespace, spec).await {
-        Ok((view, object)) => Ok(Observed {
-            relay: Ok(view),
-            object: Some(object),
-        }),
+        Ok((view, object)) => {
+            let previous = previous.and_then(|s| s.deliverability.as_ref());
+            let (domain, domain_due) = observe_domain(ctx, spec, previous, &object).await;
+            Ok(Observed {
+                relay: Ok(view),
+                object: Some(object),
+                domain,
+                domain_due,
+            })
+        }
         Err(p @ RelayProblem::NamespaceUnreadable { .. }) => Err(Error::Transient(p.message())),
         Err(p) => Ok(Observed {
             relay: Err(p),
             object: None,
+            domain: None,
+            domain_due: None,
         }),
     }
 }
@@ -312,6 +381,7 @@ pub(super) async fn relay_target(
         status,
         default_namespace: &ctx.settings.operator_namespace,
         destinations: &ctx.settings.destinations,
+        blocklists: None,
     };
     let resolved = relay::resolve(&r, &source).await.map_err(|p| p.message)?;
     let headers = spec

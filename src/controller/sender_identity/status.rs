@@ -362,6 +362,8 @@ pub fn next_status(
             SecretState::Written(n) => Some(n.clone()),
             _ => None,
         },
+        // Added by `with_deliverability`.
+        deliverability: None,
     }
 }
 

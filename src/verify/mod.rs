@@ -16,6 +16,9 @@ use crate::k8s::source::KubeSource;
 use crate::relay::{Fetched, RelayRef, Source, SourceError, evaluate, types};
 use crate::smtp::HostLimiter;
 
+mod domains;
+pub use domains::*;
+
 /// Unusable input: which file, which document, what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -27,7 +30,7 @@ pub enum InputError {
         doc: usize,
         message: String,
     },
-    #[error("no SmtpRelay or ClusterSmtpRelay found in the given files")]
+    #[error("no SmtpRelay, ClusterSmtpRelay or SenderIdentity found in the given files")]
     NoRelays,
 }
 
@@ -40,12 +43,15 @@ pub struct FileRelay {
     pub generation: Option<i64>,
     pub spec: SmtpRelaySpec,
     pub origin: String,
+    /// A ClusterSmtpRelay claiming to be the default (spec.default).
+    pub cluster_default: bool,
 }
 
 /// Everything read from the files.
 #[derive(Debug, Default)]
 pub struct Manifests {
     pub relays: Vec<FileRelay>,
+    pub identities: Vec<FileIdentity>,
     pub secrets: BTreeMap<(String, String), Fetched>,
     pub config_maps: BTreeMap<(String, String), Fetched>,
 }
@@ -94,7 +100,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, InputError> {
         })?;
         load_text(&text, &path, &mut m)?;
     }
-    if m.relays.is_empty() {
+    if m.relays.is_empty() && m.identities.is_empty() {
         return Err(InputError::NoRelays);
     }
     Ok(m)
@@ -105,8 +111,8 @@ pub fn load(paths: &[PathBuf]) -> Result<Manifests, InputError> {
 pub enum Checked {
     /// A SmtpRelay or ClusterSmtpRelay, ready to verify.
     Relay(Box<FileRelay>),
-    /// A SenderIdentity: valid, not verified offline.
-    Identity,
+    /// A SenderIdentity: its domain is checked (DNS) when checks are on.
+    Identity(Box<FileIdentity>),
     /// A Secret or ConfigMap, as the API server would store it.
     Data {
         secret: bool,
@@ -202,6 +208,7 @@ pub fn check_document(value: &Value, origin: &str) -> Result<Checked, Vec<String
                     generation,
                     spec: r.spec,
                     origin: origin.to_string(),
+                    cluster_default: false,
                 }))
             }
             "ClusterSmtpRelay" => {
@@ -212,14 +219,20 @@ pub fn check_document(value: &Value, origin: &str) -> Result<Checked, Vec<String
                     namespace: None,
                     name,
                     generation,
+                    cluster_default: r.spec.default,
                     spec: r.spec.relay,
                     origin: origin.to_string(),
                 }))
             }
             _ => {
-                let _: crate::api::SenderIdentity =
+                let i: crate::api::SenderIdentity =
                     serde_path_to_error::deserialize(&normalized).map_err(read)?;
-                Checked::Identity
+                Checked::Identity(Box::new(FileIdentity {
+                    namespace,
+                    name,
+                    spec: i.spec,
+                    origin: origin.to_string(),
+                }))
             }
         });
     }
@@ -328,7 +341,8 @@ pub fn load_text(text: &str, path: &str, m: &mut Manifests) -> Result<(), InputE
                     m.config_maps.insert(key, fetched);
                 }
             }
-            Some(Checked::Identity | Checked::Other) | None => {}
+            Some(Checked::Identity(i)) => m.identities.push(*i),
+            Some(Checked::Other) | None => {}
         }
     }
     Ok(())
@@ -402,6 +416,8 @@ pub struct Options {
     pub sessions_per_host: usize,
     /// Where the relays may send the sessions (the same rules as the operator's).
     pub destinations: Arc<crate::smtp::DestinationPolicy>,
+    /// Sender domain and blocklist checks (None: off).
+    pub deliverability: Option<crate::deliverability::Checker>,
 }
 
 /// Verify every relay concurrently (per-host cap applies), reporting progress on `progress`.
@@ -445,6 +461,7 @@ pub async fn run(
                 status: None,
                 default_namespace: operator_namespace,
                 destinations: &options.destinations,
+                blocklists: options.deliverability.as_ref(),
             };
             let eval = evaluate(&relay_ref, source.as_ref(), &limiter, true).await;
             let status = eval.status.unwrap_or_default();

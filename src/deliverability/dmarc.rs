@@ -1,0 +1,136 @@
+//! DMARC: the policy record at _dmarc.DOMAIN or, failing that, at the organisational
+//! domain's (walking up the labels, as receivers do). Parsed by mail-auth; `pct` is
+//! read from the text (DMARCbis dropped it, receivers still honour it).
+
+use hickory_resolver::TokioResolver;
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::dmarc::{Alignment, Dmarc, Policy};
+
+use super::dns::{self, Miss};
+use crate::api::DmarcCheck;
+
+fn policy(p: &Policy) -> &'static str {
+    match p {
+        Policy::None | Policy::Unspecified => "none",
+        Policy::Quarantine => "quarantine",
+        Policy::Reject => "reject",
+    }
+}
+
+fn alignment(a: &Alignment) -> &'static str {
+    match a {
+        Alignment::Relaxed => "relaxed",
+        Alignment::Strict => "strict",
+    }
+}
+
+fn is_dmarc(txt: &str) -> bool {
+    let t = txt.trim_start();
+    t.len() >= 8 && t[..8].eq_ignore_ascii_case("v=DMARC1")
+}
+
+fn pct(record: &str) -> Option<i32> {
+    record.split(';').find_map(|t| {
+        let (k, v) = t.split_once('=')?;
+        if k.trim().eq_ignore_ascii_case("pct") {
+            v.trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|n| (0..=100).contains(n))
+        } else {
+            None
+        }
+    })
+}
+
+/// The names asked, most specific first: the domain, then its parents down to two
+/// labels (at most 8 in all).
+pub fn candidates(domain: &str) -> Vec<String> {
+    let labels: Vec<&str> = domain.trim_end_matches('.').split('.').collect();
+    (0..labels.len().saturating_sub(1))
+        .take(8)
+        .map(|i| labels[i..].join("."))
+        .collect()
+}
+
+fn outcome(result: &str, message: String) -> DmarcCheck {
+    DmarcCheck {
+        result: result.into(),
+        message,
+        ..Default::default()
+    }
+}
+
+/// Judge a record found at `name` (pure).
+pub fn judge(domain: &str, name: &str, records: &[&String]) -> DmarcCheck {
+    let mut out = outcome("Invalid", String::new());
+    out.found_at = Some(name.to_string());
+    let record = match records {
+        [one] => (*one).clone(),
+        many => {
+            out.record = Some(
+                many.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            );
+            out.message = format!(
+                "{name} holds {} DMARC records; receivers ignore them all (RFC 7489 §6.6.3): keep one",
+                many.len()
+            );
+            return out;
+        }
+    };
+    out.record = Some(record.clone());
+    let parsed = match Dmarc::parse(record.as_bytes()) {
+        Ok(p) => p,
+        Err(e) => {
+            out.message = format!("the DMARC record at {name} does not parse: {e}");
+            return out;
+        }
+    };
+    out.result = "Found".into();
+    out.policy = Some(policy(&parsed.p).into());
+    out.subdomain_policy = Some(policy(&parsed.sp).into());
+    out.pct = Some(pct(&record).unwrap_or(100));
+    out.adkim = Some(alignment(&parsed.adkim).into());
+    out.aspf = Some(alignment(&parsed.aspf).into());
+    let inherited = if name == format!("_dmarc.{domain}") {
+        String::new()
+    } else {
+        format!(" (inherited from {name})")
+    };
+    out.message = format!(
+        "DMARC p={}{} for {domain}{inherited}",
+        policy(&parsed.p),
+        match out.pct {
+            Some(100) | None => String::new(),
+            Some(n) => format!(" pct={n}"),
+        }
+    );
+    out
+}
+
+/// Find and judge the record that applies to `domain`.
+pub async fn check(r: &TokioResolver, domain: &str) -> DmarcCheck {
+    for candidate in candidates(domain) {
+        let name = format!("_dmarc.{candidate}");
+        match dns::txt(r, &name).await {
+            Err(Miss::NotFound) => continue,
+            Err(Miss::Temporary(e)) => return outcome("TempError", format!("{name}: {e}")),
+            Ok(txt) => {
+                let records: Vec<&String> = txt.iter().filter(|t| is_dmarc(t)).collect();
+                if records.is_empty() {
+                    continue;
+                }
+                return judge(domain, &name, &records);
+            }
+        }
+    }
+    outcome(
+        "Missing",
+        format!(
+            "no DMARC record at _dmarc.{domain} nor at a parent domain: publish \"v=DMARC1; p=none; rua=mailto:...\" and tighten to quarantine/reject once reports are clean"
+        ),
+    )
+}
