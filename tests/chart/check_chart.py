@@ -417,7 +417,8 @@ def deployment_default() -> str:
     check(c["args"] == ["run", "--namespace=$(POD_NAMESPACE)", "--metrics-addr=0.0.0.0:8080",
                         "--confirmation-addr=0.0.0.0:8081", "--confirmation-from-name=Sender address confirmation", "--leader-election=true",
                         f"--lease-name={RELEASE}", f"--confirmation-key-secret={RELEASE}-confirmation-key",
-                        "--sessions-per-host=2"], f"args {c['args']}")
+                        "--sessions-per-host=2",
+                        "--dnsbl-zones=zen.spamhaus.org,bl.spamcop.net"], f"args {c['args']}")
     env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in c["env"]}
     check(env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}, f"env {env}")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
