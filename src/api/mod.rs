@@ -6,11 +6,13 @@
 mod condition;
 mod identity;
 mod relay;
+mod trend;
 mod vocabulary;
 
 pub use condition::{Condition, ConditionStatus};
 pub use identity::*;
 pub use relay::*;
+pub use trend::{TREND_WINDOW, VerificationTrend};
 pub use vocabulary::*;
 
 /// API group of every kind in this crate.
