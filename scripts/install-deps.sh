@@ -16,6 +16,8 @@ if [ "${1:-}" != "--demo" ]; then
   # Lua interpreters that run the Argo CD health checks (5.4, and 5.1 as Argo CD's
   # gopher-lua speaks).
   packages="$packages etcd-server lua5.4 lua5.1 xz-utils curl"
+  # pdftotext reads `kubectl smtprelay export --format pdf` back (tests/plugin.rs).
+  packages="$packages poppler-utils"
 fi
 
 missing=""

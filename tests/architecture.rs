@@ -64,6 +64,7 @@ fn imports_run_one_way() {
         "confirm",
         "verify.rs",
         "plugin.rs",
+        "report",
         "main.rs",
         "bin",
         "relay",
