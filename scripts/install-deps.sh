@@ -16,6 +16,8 @@ if [ "${1:-}" != "--demo" ]; then
   # Lua interpreters that run the Argo CD health checks (5.4, and 5.1 as Argo CD's
   # gopher-lua speaks).
   packages="$packages etcd-server lua5.4 lua5.1 xz-utils curl"
+  # pdftotext reads `kubectl smtprelay export --format pdf` back (tests/plugin.rs).
+  packages="$packages poppler-utils"
 fi
 
 missing=""
@@ -37,6 +39,22 @@ if [ -n "$missing" ]; then
 fi
 
 if [ "${1:-}" != "--demo" ]; then
+  # promtool checks and unit-tests the chart's PrometheusRule (tests/chart). It comes
+  # from Debian's prometheus package, unpacked without installing it: installing
+  # would pull in the web UI's libraries and start a Prometheus server.
+  promtool="target/tools/promtool"
+  if ! command -v promtool >/dev/null && [ ! -x "$promtool" ]; then
+    echo "install-deps: unpacking promtool from Debian's prometheus package" >&2
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+      ${SUDO:-} apt-get update -qq
+      (cd "$tmp" && apt-get download prometheus >/dev/null)
+    fi
+    mkdir -p "$tmp/root" "$(dirname "$promtool")"
+    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp/root" ./usr/bin/promtool
+    mv "$tmp/root/usr/bin/promtool" "$promtool"
+    rm -rf "$tmp"
+  fi
   if ! python3 -c 'import helm_python, kubernetes_validate, celpy' 2>/dev/null; then
     echo "install-deps: installing Python tools (tests/chart, tests/gitops requirements)" >&2
     python3 -m pip install --quiet --disable-pip-version-check \

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod plugin;
 pub mod relay;
+pub mod report;
 pub mod runtime;
 pub mod schema;
 pub mod smtp;

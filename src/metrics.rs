@@ -1,6 +1,7 @@
 //! Prometheus metrics. Labels are bounded: kinds, steps, reasons and relay names —
 //! never addresses, hosts or message ids.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -50,12 +51,44 @@ pub struct RefusalLabels {
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct RelayLabels {
     pub kind: String,
     pub namespace: String,
     pub name: String,
 }
+
+impl RelayLabels {
+    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
+        RelayLabels {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+/// One relay and one step of its verification (dns ... quit, or total).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RelayStepLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityLabels {
+    pub namespace: String,
+    /// Pending, Confirmed, Expired, NotRequired, or Unknown (no status yet).
+    pub state: String,
+}
+
+/// Buckets of the per-relay step histograms: fewer than the fleet-wide ones, since
+/// there is one histogram per relay and step (0.5 ms to 30 s).
+const RELAY_STEP_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Every metric the operator exports.
 pub struct Metrics {
@@ -66,6 +99,12 @@ pub struct Metrics {
     pub step_duration: Family<StepLabels, Histogram>,
     pub relays: Family<ReadyLabels, Gauge>,
     pub last_verification: Family<RelayLabels, Gauge>,
+    pub relay_step_duration: Family<RelayStepLabels, Histogram>,
+    /// The steps recorded per relay, to remove a deleted relay's histograms.
+    relay_steps: Mutex<BTreeMap<RelayLabels, BTreeSet<String>>>,
+    pub relay_ready: Family<RelayLabels, Gauge>,
+    pub certificate_expiry: Family<RelayLabels, Gauge>,
+    pub identities: Family<IdentityLabels, Gauge>,
     pub confirmation_mails_sent: Counter,
     pub confirmations_completed: Counter,
     pub confirmation_refusals: Family<RefusalLabels, Counter>,
@@ -117,6 +156,33 @@ impl Metrics {
             "Unix time of each relay's last verification",
             last_verification.clone(),
         );
+        let relay_step_duration =
+            Family::<RelayStepLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(RELAY_STEP_BUCKETS)
+            });
+        registry.register(
+            "verification_duration_seconds",
+            "Duration of each verification step per relay (step total: the whole session)",
+            relay_step_duration.clone(),
+        );
+        let relay_ready = Family::<RelayLabels, Gauge>::default();
+        registry.register(
+            "relay_ready",
+            "1 when the relay's Ready condition is True, else 0",
+            relay_ready.clone(),
+        );
+        let certificate_expiry = Family::<RelayLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Unix time at which the relay's TLS certificate expires (notAfter)",
+            certificate_expiry.clone(),
+        );
+        let identities = Family::<IdentityLabels, Gauge>::default();
+        registry.register(
+            "identities",
+            "SenderIdentities by namespace and confirmation state",
+            identities.clone(),
+        );
         let confirmation_mails_sent = Counter::default();
         registry.register(
             "confirmation_mails_sent",
@@ -149,6 +215,11 @@ impl Metrics {
             step_duration,
             relays,
             last_verification,
+            relay_step_duration,
+            relay_steps: Mutex::new(BTreeMap::new()),
+            relay_ready,
+            certificate_expiry,
+            identities,
             confirmation_mails_sent,
             confirmations_completed,
             confirmation_refusals,
@@ -196,6 +267,74 @@ impl Metrics {
                     .observe(d.as_secs_f64());
             }
         }
+    }
+
+    /// Record one relay's verification steps (a step done twice counts once, with
+    /// both durations added, as in status) and the whole session as step `total`.
+    pub fn verified_relay(
+        &self,
+        relay: &RelayLabels,
+        steps: &BTreeMap<String, Duration>,
+        total: Duration,
+    ) {
+        let mut known = self.relay_steps.lock().unwrap_or_else(|e| e.into_inner());
+        let recorded = known.entry(relay.clone()).or_default();
+        for (step, d) in steps.iter().chain([(&"total".to_string(), &total)]) {
+            self.relay_step_duration
+                .get_or_create(&RelayStepLabels {
+                    kind: relay.kind.clone(),
+                    namespace: relay.namespace.clone(),
+                    name: relay.name.clone(),
+                    step: step.clone(),
+                })
+                .observe(d.as_secs_f64());
+            recorded.insert(step.clone());
+        }
+    }
+
+    /// Remove the step histograms of relays that no longer exist.
+    pub fn retain_relays(&self, live: &BTreeSet<RelayLabels>) {
+        let mut known = self.relay_steps.lock().unwrap_or_else(|e| e.into_inner());
+        known.retain(|relay, steps| {
+            if live.contains(relay) {
+                return true;
+            }
+            for step in steps.iter() {
+                self.relay_step_duration.remove(&RelayStepLabels {
+                    kind: relay.kind.clone(),
+                    namespace: relay.namespace.clone(),
+                    name: relay.name.clone(),
+                    step: step.clone(),
+                });
+            }
+            false
+        });
+    }
+
+    /// Forget the per-relay and per-identity gauges (before setting them again from
+    /// the caches, so deleted objects disappear).
+    pub fn clear_object_gauges(&self) {
+        self.relay_ready.clear();
+        self.certificate_expiry.clear();
+        self.identities.clear();
+    }
+
+    /// A relay's readiness and, when known, its certificate's expiry (Unix seconds).
+    pub fn set_relay(&self, relay: &RelayLabels, ready: bool, certificate_expiry: Option<i64>) {
+        self.relay_ready.get_or_create(relay).set(i64::from(ready));
+        if let Some(t) = certificate_expiry {
+            self.certificate_expiry.get_or_create(relay).set(t);
+        }
+    }
+
+    /// How many identities of a namespace are in a confirmation state.
+    pub fn set_identities(&self, namespace: &str, state: &str, n: i64) {
+        self.identities
+            .get_or_create(&IdentityLabels {
+                namespace: namespace.into(),
+                state: state.into(),
+            })
+            .set(n);
     }
 
     /// Forget the per-relay series (before setting them again from the caches, so
@@ -271,6 +410,52 @@ mod tests {
         assert!(
             !m.render().contains("name=\"corporate\""),
             "deleted relays disappear"
+        );
+    }
+
+    #[test]
+    fn per_relay_histograms_go_with_their_relay() {
+        let m = Metrics::new();
+        let corporate = RelayLabels::new("SmtpRelay", "team", "corporate");
+        let other = RelayLabels::new("ClusterSmtpRelay", "", "shared");
+        let steps = BTreeMap::from([
+            ("connect".to_string(), Duration::from_micros(300)),
+            ("ehlo".to_string(), Duration::from_millis(2)),
+        ]);
+        m.verified_relay(&corporate, &steps, Duration::from_millis(3));
+        m.verified_relay(&other, &steps, Duration::from_millis(3));
+        let text = m.render();
+        let bucket = "smtp_relay_verification_duration_seconds_bucket{le=\"0.0005\",kind=\"SmtpRelay\",namespace=\"team\",name=\"corporate\",step=\"connect\"} 1";
+        assert!(text.contains(bucket), "{text}");
+        assert!(
+            text.contains("smtp_relay_verification_duration_seconds_count{kind=\"SmtpRelay\",namespace=\"team\",name=\"corporate\",step=\"total\"} 1"),
+            "{text}"
+        );
+        m.retain_relays(&BTreeSet::from([other.clone()]));
+        let text = m.render();
+        assert!(!text.contains("name=\"corporate\""), "{text}");
+        assert!(text.contains("name=\"shared\",step=\"ehlo\""), "{text}");
+    }
+
+    #[test]
+    fn readiness_certificates_and_identities_are_gauges_of_the_caches() {
+        let m = Metrics::new();
+        let relay = RelayLabels::new("SmtpRelay", "team", "corporate");
+        m.set_relay(&relay, false, Some(1_800_000_000));
+        m.set_identities("team", "Expired", 2);
+        let text = m.render();
+        for line in [
+            "smtp_relay_relay_ready{kind=\"SmtpRelay\",namespace=\"team\",name=\"corporate\"} 0",
+            "smtp_relay_certificate_expiry_timestamp_seconds{kind=\"SmtpRelay\",namespace=\"team\",name=\"corporate\"} 1800000000",
+            "smtp_relay_identities{namespace=\"team\",state=\"Expired\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
+        m.clear_object_gauges();
+        let text = m.render();
+        assert!(
+            !text.contains("corporate") && !text.contains("Expired"),
+            "{text}"
         );
     }
 }

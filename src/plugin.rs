@@ -17,6 +17,8 @@ use crate::api::{
     ClusterSmtpRelay, ConditionStatus, LastTest, SenderIdentity, SmtpRelay, SmtpRelaySpec,
     SmtpRelayStatus,
 };
+use crate::relay::human_micros;
+pub use crate::report::csv::to_csv;
 
 /// Errors of the plugin, for a human at a terminal.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,17 @@ pub struct Row {
     pub reason: String,
     pub last_verified: String,
     pub failing_step: String,
+    /// The default sender's (relays) or the identity's address, and display name.
+    pub sender_address: String,
+    pub sender_name: String,
+    /// Median and 95th percentile total verification time of the relay's last
+    /// verifications (status.recentVerifications), in microseconds.
+    pub latency_p50_micros: Option<i64>,
+    pub latency_p95_micros: Option<i64>,
+    /// Failed verifications among the last ones, e.g. `1/20`.
+    pub recent_failures: String,
+    /// The round-trip delivery of the last verification, when the relay probes it.
+    pub delivery: String,
 }
 
 fn ready_of(conditions: &[crate::api::Condition]) -> (String, String) {
@@ -78,6 +91,7 @@ fn relay_row(
     user: String,
 ) -> Row {
     let (ready, reason) = ready_of(status.map(|s| s.conditions.as_slice()).unwrap_or(&[]));
+    let trend = status.and_then(|s| s.recent_verifications.as_ref());
     let port = spec
         .port
         .map(|p| p.to_string())
@@ -118,6 +132,14 @@ fn relay_row(
             .and_then(|s| s.last_verification.as_ref())
             .and_then(|l| l.failed_step.clone())
             .unwrap_or_default(),
+        sender_address: spec.default_sender.address.clone(),
+        sender_name: spec.default_sender.name.clone().unwrap_or_default(),
+        latency_p50_micros: trend.and_then(|t| t.p50_micros),
+        latency_p95_micros: trend.and_then(|t| t.p95_micros),
+        recent_failures: trend
+            .map(|t| format!("{}/{}", t.failures, t.count))
+            .unwrap_or_default(),
+        delivery: status.map(crate::report::delivery_of).unwrap_or_default(),
     }
 }
 
@@ -195,6 +217,9 @@ pub fn rows(
             .map(|c| c.type_.clone())
             .unwrap_or_default();
         let confirmation = status.and_then(|s| s.confirmation.as_ref());
+        let sender_address = status
+            .and_then(|s| s.effective_from.clone())
+            .unwrap_or_else(|| i.spec.address.clone());
         out.push(Row {
             kind: "SenderIdentity".into(),
             namespace: ns.clone(),
@@ -205,9 +230,13 @@ pub fn rows(
             security: via.security,
             auth: via.auth,
             user: via.user,
-            sender: status
-                .and_then(|s| s.effective_from.clone())
-                .unwrap_or_else(|| i.spec.address.clone()),
+            sender: sender_address.clone(),
+            sender_address,
+            sender_name: i.spec.display_name.clone().unwrap_or_default(),
+            latency_p50_micros: via.latency_p50_micros,
+            latency_p95_micros: via.latency_p95_micros,
+            recent_failures: via.recent_failures,
+            delivery: via.delivery,
             usage: if i.spec.usage.is_empty() {
                 "all".into()
             } else {
@@ -232,7 +261,7 @@ pub fn rows(
     out
 }
 
-const COLUMNS: [&str; 15] = [
+const COLUMNS: [&str; 17] = [
     "KIND",
     "NAMESPACE",
     "NAME",
@@ -247,10 +276,12 @@ const COLUMNS: [&str; 15] = [
     "LINK",
     "READY",
     "LAST VERIFIED",
+    "P50/P95",
+    "FAILED",
     "FAILING",
 ];
 
-fn cells(r: &Row) -> [String; 15] {
+fn cells(r: &Row) -> [String; 17] {
     let failing = match (
         r.failing_step.is_empty(),
         r.reason.is_empty() || r.ready == "True",
@@ -274,6 +305,11 @@ fn cells(r: &Row) -> [String; 15] {
         r.link.clone(),
         r.ready.clone(),
         r.last_verified.clone(),
+        match (r.latency_p50_micros, r.latency_p95_micros) {
+            (Some(p50), Some(p95)) => format!("{}/{}", human_micros(p50), human_micros(p95)),
+            _ => String::new(),
+        },
+        r.recent_failures.clone(),
         failing,
     ]
 }
@@ -283,66 +319,6 @@ pub fn render_table(rows: &[Row]) -> String {
     let mut all: Vec<Vec<String>> = vec![COLUMNS.iter().map(|c| c.to_string()).collect()];
     all.extend(rows.iter().map(|r| cells(r).to_vec()));
     crate::table::aligned(&all, "-")
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-/// CSV with a header line (RFC 4180).
-pub fn to_csv(rows: &[Row]) -> String {
-    let header = [
-        "kind",
-        "namespace",
-        "name",
-        "title",
-        "host",
-        "port",
-        "security",
-        "auth",
-        "user",
-        "sender",
-        "usage",
-        "confirmation",
-        "link",
-        "ready",
-        "reason",
-        "lastVerified",
-        "failingStep",
-    ];
-    let mut out = header.join(",") + "\r\n";
-    for r in rows {
-        let fields = [
-            &r.kind,
-            &r.namespace,
-            &r.name,
-            &r.title,
-            &r.host,
-            &r.port,
-            &r.security,
-            &r.auth,
-            &r.user,
-            &r.sender,
-            &r.usage,
-            &r.confirmation,
-            &r.link,
-            &r.ready,
-            &r.reason,
-            &r.last_verified,
-            &r.failing_step,
-        ];
-        out += &fields
-            .iter()
-            .map(|f| csv_field(f))
-            .collect::<Vec<_>>()
-            .join(",");
-        out += "\r\n";
-    }
-    out
 }
 
 /// Read everything the table shows. `namespace` None means all namespaces.
@@ -520,26 +496,5 @@ pub async fn confirm(
             return Err(PluginError::Timeout(timeout));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_quotes_what_needs_quoting() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        let rows = vec![Row {
-            kind: "SmtpRelay".into(),
-            sender: "ACME, Inc <a@b.c>".into(),
-            ..Default::default()
-        }];
-        let csv = to_csv(&rows);
-        assert!(csv.starts_with("kind,namespace,name,"));
-        assert!(csv.contains("\"ACME, Inc <a@b.c>\""));
-        assert_eq!(csv.lines().count(), 2);
     }
 }

@@ -64,6 +64,7 @@ fn imports_run_one_way() {
         "confirm",
         "verify",
         "plugin.rs",
+        "report",
         "main.rs",
         "bin",
         "relay",

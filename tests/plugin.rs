@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use smtp_relay_operator::api::{SenderIdentity, SmtpRelay};
 use smtp_relay_operator::confirm::{self, ConfirmKey, Secrets};
 use smtp_relay_operator::controller::{ConfirmContext, sender_identity, smtp_relay};
-use smtp_relay_operator::plugin;
+use smtp_relay_operator::{plugin, report};
 use support::fake_api::FakeApi;
 
 const NS: &str = "team";
@@ -51,7 +51,9 @@ fn world() -> FakeApi {
                  "defaultSender": {"address": "noreply@example.test"}},
         "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "Verified",
             "message": "ok", "lastTransitionTime": now}],
-            "lastVerification": {"time": now, "result": "Succeeded", "inputs": "g1", "durationMs": {}}}}));
+            "lastVerification": {"time": now, "result": "Succeeded", "inputs": "g1", "durationMs": {}},
+            "recentVerifications": {"count": 3, "failures": 1, "p50Micros": 2345, "p95Micros": 9100,
+                                    "totalMicros": [2345, 9100, 0], "outcomes": "SSF"}}}));
     fake.put(&identity_path("sales"), json!({"apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
         "metadata": {"name": "sales", "namespace": NS},
         "spec": {"address": "sales@example.test", "relayRef": {"kind": "SmtpRelay", "name": "open"}},
@@ -106,6 +108,17 @@ async fn status_and_export_show_relays_and_identities() {
         assert!(header.contains(col), "{header}");
     }
     assert!(table.contains("auth (AuthMechanismUnsupported)"), "{table}");
+    // The relay's rolling summary, and the identity shows its relay's.
+    let open_line = table.lines().find(|l| l.contains(" open ")).expect("open");
+    assert!(open_line.contains("2.35ms/9.10ms  1/3"), "{table}");
+    let sales_line = table
+        .lines()
+        .find(|l| l.starts_with("SenderIdentity"))
+        .expect("sales");
+    assert!(sales_line.contains("2.35ms/9.10ms  1/3"), "{table}");
+    for col in ["P50/P95", "FAILED"] {
+        assert!(header.contains(col), "{header}");
+    }
     let csv = plugin::to_csv(&rows);
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.contains("\"Plain, commas, \"\"quotes\"\"\""), "{csv}");
@@ -318,4 +331,241 @@ async fn resend_and_confirm_are_requests_the_controller_answers() {
         plugin::resend(&client, NS, "missing").await,
         Err(plugin::PluginError::NotFound { .. })
     ));
+}
+
+/// What the export of `world()` must say, row by row: the relays sheet (or PDF
+/// section), then the identities. `None` is an empty cell; numbers are numbers.
+#[derive(Clone, Debug, PartialEq)]
+enum Want {
+    Text(&'static str),
+    Owned(String),
+    Number(f64),
+    Empty,
+}
+
+fn expected_export(now: &str) -> [Vec<Vec<Want>>; 2] {
+    use Want::*;
+    let h = support::harness();
+    let port = Number(f64::from(h.plain_port));
+    let now = || Owned(now.to_string());
+    [
+        vec![
+            vec![
+                Text("team/open"),
+                Empty,
+                Text("127.0.0.1"),
+                port.clone(),
+                Text("None"),
+                Text("None"),
+                Text("noreply@example.test"),
+                Empty,
+                Empty,
+                Text("all"),
+                Empty,
+                Text("True"),
+                now(),
+                Number(2.345),
+                Number(9.1),
+                Empty,
+            ],
+            vec![
+                Text("team/plain"),
+                Text("Plain, commas, \"quotes\""),
+                Text("127.0.0.1"),
+                port.clone(),
+                Text("None"),
+                Text("Plain"),
+                Text("noreply@example.test"),
+                Text("ACME, Inc"),
+                Text(support::USER),
+                Text("sales"),
+                Empty,
+                Text("False (AuthMechanismUnsupported)"),
+                now(),
+                Empty,
+                Empty,
+                Empty,
+            ],
+        ],
+        vec![vec![
+            Text("team/sales"),
+            Text("SmtpRelay open"),
+            Text("127.0.0.1"),
+            port,
+            Text("None"),
+            Text("None"),
+            Text("sales@example.test"),
+            Empty,
+            Empty,
+            Text("all"),
+            Text("Pending"),
+            Text("False (Pending)"),
+            now(),
+            Number(2.345),
+            Number(9.1),
+            Empty,
+        ]],
+    ]
+}
+
+fn relay_time(fake: &FakeApi) -> String {
+    fake.get(&relay_path("open")).expect("relay")["status"]["lastVerification"]["time"]
+        .as_str()
+        .expect("time")
+        .to_string()
+}
+
+#[tokio::test]
+async fn xlsx_export_reads_back_cell_by_cell() {
+    use calamine::{Data, Reader, Xlsx};
+    let fake = world();
+    let rows = plugin::collect(&fake.client(), Some(NS))
+        .await
+        .expect("collect");
+    let bytes = report::to_xlsx(&rows).expect("xlsx");
+    let mut book: Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).expect("an xlsx file");
+    assert_eq!(book.sheet_names(), ["Relays", "Sender identities"]);
+    let want = expected_export(&relay_time(&fake));
+    for (sheet, want) in ["Relays", "Sender identities"].iter().zip(want) {
+        let range = book.worksheet_range(sheet).expect("sheet");
+        let got: Vec<Vec<Data>> = range.rows().map(<[Data]>::to_vec).collect();
+        let header: Vec<String> = got[0].iter().map(|c| c.to_string()).collect();
+        assert_eq!(header, report::xlsx_headers(), "{sheet} header");
+        assert_eq!(got.len(), want.len() + 1, "{sheet}: {got:?}");
+        for (r, (row, want)) in got[1..].iter().zip(&want).enumerate() {
+            assert_eq!(row.len(), want.len(), "{sheet} row {r}: {row:?}");
+            for (c, (cell, want)) in row.iter().zip(want).enumerate() {
+                let ok = match (cell, want) {
+                    (Data::String(s), Want::Text(t)) => s == t,
+                    (Data::String(s), Want::Owned(t)) => s == t,
+                    (Data::Float(f), Want::Number(n)) => (f - n).abs() < 1e-9,
+                    (Data::Int(i), Want::Number(n)) => (*i as f64 - n).abs() < 1e-9,
+                    (Data::Empty, Want::Empty) => true,
+                    _ => false,
+                };
+                assert!(
+                    ok,
+                    "{sheet} row {r} column {} ({}): got {cell:?}, want {want:?}",
+                    c + 1,
+                    report::COLUMNS[c]
+                );
+            }
+        }
+    }
+}
+
+/// `pdftotext -layout` of the PDF, as lines.
+fn pdf_text(bytes: &[u8]) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("export.pdf");
+    std::fs::write(&path, bytes).expect("write");
+    let out = std::process::Command::new("pdftotext")
+        .arg("-layout")
+        .arg(&path)
+        .arg("-")
+        .output()
+        .expect("pdftotext (Debian poppler-utils; scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A table line's cells: columns are at least two spaces apart.
+fn columns_of(line: &str) -> Vec<String> {
+    line.trim()
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn pdf_export_reads_back_line_by_line() {
+    let fake = world();
+    let rows = plugin::collect(&fake.client(), Some(NS))
+        .await
+        .expect("collect");
+    let lines = pdf_text(&report::to_pdf(&rows, "2026-01-02T03:04:05Z"));
+    let mut lines = lines.iter().filter(|l| !l.trim().is_empty());
+    let mut next = || lines.next().cloned().unwrap_or_default();
+    assert_eq!(next().trim(), "SMTP relays and sender identities");
+    assert_eq!(
+        next().trim(),
+        "Exported 2026-01-02T03:04:05Z: 2 relays, 1 sender identities"
+    );
+    let header: Vec<String> = report::COLUMNS.iter().map(|c| c.to_string()).collect();
+    for (section, want) in ["Relays", "Sender identities"]
+        .iter()
+        .zip(expected_export(&relay_time(&fake)))
+    {
+        assert_eq!(next().trim(), *section);
+        assert_eq!(columns_of(&next()), header, "{section} header");
+        for want in want {
+            let want: Vec<String> = want
+                .iter()
+                .map(|w| match w {
+                    Want::Text(t) => t.to_string(),
+                    Want::Owned(t) => t.clone(),
+                    Want::Number(n) if n.fract() == 0.0 => format!("{n}"),
+                    Want::Number(n) => format!("{:.2}ms", n),
+                    Want::Empty => "-".into(),
+                })
+                .collect();
+            assert_eq!(columns_of(&next()), want, "{section}");
+        }
+    }
+    assert_eq!(next().trim(), "Page 1 of 1");
+    assert_eq!(next(), "", "nothing after the last page's footer");
+}
+
+/// Many rows: the PDF breaks pages and repeats the header; every row is there once.
+#[tokio::test]
+async fn a_long_pdf_export_spans_pages_and_keeps_every_row() {
+    let rows: Vec<plugin::Row> = (0..120)
+        .map(|i| plugin::Row {
+            kind: "SmtpRelay".into(),
+            namespace: "team".into(),
+            name: format!("relay-{i:03}"),
+            host: "smtp.example.test".into(),
+            ..Default::default()
+        })
+        .collect();
+    let bytes = report::to_pdf(&rows, "now");
+    std::fs::write(
+        std::env::temp_dir().join("smtprelay-export-long.pdf"),
+        &bytes,
+    )
+    .ok();
+    let lines = pdf_text(&bytes);
+    let ids: Vec<String> = lines
+        .iter()
+        .filter_map(|l| columns_of(l).first().cloned())
+        .filter(|c| c.starts_with("team/relay-"))
+        .collect();
+    let want: Vec<String> = (0..120).map(|i| format!("team/relay-{i:03}")).collect();
+    assert_eq!(ids, want);
+    let headers = lines
+        .iter()
+        .filter(|l| columns_of(l).first().is_some_and(|c| c == "ID"))
+        .count();
+    let pages = lines
+        .iter()
+        .filter(|l| l.trim().starts_with("Page "))
+        .count();
+    assert!(pages >= 2, "{pages} pages");
+    // One header per page for the relays, and one for the (empty) identities.
+    assert_eq!(headers, pages + 1, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.trim() == format!("Page {pages} of {pages}"))
+    );
 }

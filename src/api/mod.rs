@@ -7,12 +7,14 @@ mod condition;
 mod deliverability;
 mod identity;
 mod relay;
+mod trend;
 mod vocabulary;
 
 pub use condition::{Condition, ConditionStatus};
 pub use deliverability::*;
 pub use identity::*;
 pub use relay::*;
+pub use trend::{TREND_WINDOW, VerificationTrend};
 pub use vocabulary::*;
 
 /// API group of every kind in this crate.

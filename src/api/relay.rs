@@ -404,6 +404,10 @@ pub struct SmtpRelayStatus {
     /// (condition NotListed). Absent when the operator runs without --dnsbl-zones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocklist: Option<super::BlocklistStatus>,
+    /// The trend of the last verifications (at most 20): median and 95th percentile of
+    /// their total duration, and how many failed. Updated once per verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_verifications: Option<super::VerificationTrend>,
 }
 
 /// The answer to an on-demand test send.
@@ -464,9 +468,15 @@ pub struct LastVerification {
     /// The step that failed (dns, connect, tls, greeting, ehlo, starttls, auth, mail, rcpt, data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_step: Option<String>,
-    /// Milliseconds spent in each step, and `total`.
+    /// Milliseconds spent in each step, and `total` (rounded down: a fast relay shows 0;
+    /// see durationMicros).
     #[serde(default)]
     pub duration_ms: BTreeMap<String, i64>,
+    /// Microseconds spent in each step (dns, connect, tls, greeting, ehlo, starttls,
+    /// auth, mail, rcpt, data, quit; a step done twice, like EHLO around STARTTLS, adds
+    /// up), and `total` for the whole session.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub duration_micros: BTreeMap<String, i64>,
     /// Message-ID of the test message the relay accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,

@@ -4,8 +4,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::io::{IsTerminal as _, Write as _};
+
 use clap::{Parser, Subcommand, ValueEnum};
-use smtp_relay_operator::plugin;
+use smtp_relay_operator::{plugin, report};
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +30,10 @@ struct Cli {
 enum Format {
     Csv,
     Json,
+    /// An Excel workbook: a sheet of relays and one of sender identities.
+    Xlsx,
+    /// A PDF (A4 landscape): the relays, then the sender identities.
+    Pdf,
 }
 
 #[derive(Subcommand)]
@@ -58,10 +64,14 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// The status table as CSV or JSON.
+    /// The status table as CSV, JSON, an Excel workbook or a PDF.
     Export {
         #[arg(long, value_enum, default_value = "csv")]
         format: Format,
+        /// Write to this file instead of standard output (xlsx and pdf are binary:
+        /// they go to standard output only when it is not a terminal).
+        #[arg(short = 'o', long)]
+        output: Option<std::path::PathBuf>,
     },
 }
 
@@ -89,16 +99,45 @@ async fn main() -> ExitCode {
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            Command::Export { format } => {
-                let rows = plugin::collect(&client, scope).await?;
-                match format {
-                    Format::Csv => print!("{}", plugin::to_csv(&rows)),
-                    Format::Json => println!(
-                        "{}",
-                        serde_json::to_string_pretty(&rows)
-                            .map_err(|e| plugin::PluginError::Invalid(e.to_string()))?
-                    ),
+            Command::Export { format, output } => {
+                let binary = matches!(format, Format::Xlsx | Format::Pdf);
+                if binary && output.is_none() && std::io::stdout().is_terminal() {
+                    return Err(plugin::PluginError::Invalid(
+                        "xlsx and pdf are binary: pass --output FILE or redirect standard output"
+                            .into(),
+                    ));
                 }
+                let rows = plugin::collect(&client, scope).await?;
+                let bytes = match format {
+                    Format::Csv => plugin::to_csv(&rows).into_bytes(),
+                    Format::Json => {
+                        let mut text = serde_json::to_string_pretty(&rows)
+                            .map_err(|e| plugin::PluginError::Invalid(e.to_string()))?;
+                        text.push('\n');
+                        text.into_bytes()
+                    }
+                    Format::Xlsx => report::to_xlsx(&rows)
+                        .map_err(|e| plugin::PluginError::Invalid(e.to_string()))?,
+                    Format::Pdf => {
+                        let now = jiff::Timestamp::now();
+                        report::to_pdf(
+                            &rows,
+                            &now.round(jiff::Unit::Second).unwrap_or(now).to_string(),
+                        )
+                    }
+                };
+                let written = match &output {
+                    Some(path) => std::fs::write(path, &bytes).map_err(|e| {
+                        plugin::PluginError::Invalid(format!(
+                            "cannot write {}: {e}",
+                            path.display()
+                        ))
+                    }),
+                    None => std::io::stdout().write_all(&bytes).map_err(|e| {
+                        plugin::PluginError::Invalid(format!("cannot write the export: {e}"))
+                    }),
+                };
+                written?;
                 Ok(ExitCode::SUCCESS)
             }
             Command::Test {

@@ -1,6 +1,7 @@
 //! The controllers: one file per kind (observe → decide → apply), shared pieces here.
 
 pub mod cluster_smtp_relay;
+mod gauges;
 pub mod sender_identity;
 pub mod smtp_relay;
 
@@ -96,45 +97,31 @@ pub struct Context {
 pub struct Stores {
     pub relays: Store<SmtpRelay>,
     pub cluster_relays: Store<ClusterSmtpRelay>,
+    pub identities: Store<SenderIdentity>,
 }
 
 impl Stores {
-    /// Update the ready / not-ready gauges from the caches.
+    /// Update the gauges from the caches; deleted relays lose their histograms.
     pub fn refresh(&self, metrics: &Metrics) {
         metrics.clear_last_verifications();
-        observe_store("SmtpRelay", &self.relays, metrics);
-        observe_store("ClusterSmtpRelay", &self.cluster_relays, metrics);
+        metrics.clear_object_gauges();
+        let mut live = gauges::observe_relays("SmtpRelay", &self.relays, metrics);
+        live.extend(gauges::observe_relays(
+            "ClusterSmtpRelay",
+            &self.cluster_relays,
+            metrics,
+        ));
+        metrics.retain_relays(&live);
+        gauges::observe_identities(&self.identities, metrics);
     }
-}
-
-/// Ready counts and last verification times of one relay kind, from its cache.
-fn observe_store<K: RelayKind>(kind: &str, store: &Store<K>, metrics: &Metrics) {
-    let (mut ready, mut not_ready) = (0i64, 0i64);
-    for relay in store.state() {
-        let status = relay.relay_status();
-        let is_ready = status.is_some_and(|s| {
-            s.conditions.iter().any(|c| {
-                c.type_ == relay::types::READY && c.status == crate::api::ConditionStatus::True
-            })
-        });
-        if is_ready {
-            ready += 1;
-        } else {
-            not_ready += 1;
-        }
-        if let Some(t) = status
-            .and_then(|s| s.last_verification.as_ref())
-            .and_then(|l| l.time.parse::<jiff::Timestamp>().ok())
-        {
-            let ns = relay.namespace().unwrap_or_default();
-            metrics.set_last_verification(kind, &ns, &relay.name_any(), t.as_second());
-        }
-    }
-    metrics.set_relay_counts(kind, ready, not_ready);
 }
 
 /// Record the verification a reconcile ran, if any.
-pub fn record(ctx: &Context, kind: &str, eval: &relay::Evaluation) {
+pub fn record(ctx: &Context, relay_ref: &relay::RelayRef<'_>, eval: &relay::Evaluation) {
+    let kind = relay_ref.kind;
+    if let Some(o) = &eval.outcome {
+        gauges::record_steps(&ctx.metrics, relay_ref, o);
+    }
     if let Some(status) = &eval.status {
         let reason = status
             .conditions
@@ -181,7 +168,7 @@ where
         input_key: ctx.settings.input_key.clone(),
     };
     let eval = relay::evaluate(&relay_ref, &source, &ctx.limiter, false).await;
-    record(ctx, relay_ref.kind, &eval);
+    record(ctx, &relay_ref, &eval);
     let request = relay::pending_test(
         obj.annotations()
             .get(relay::TEST_REQUEST_ANNOTATION)
@@ -399,6 +386,7 @@ pub async fn run(
     let _ = stores.set(Stores {
         relays: relay_store.clone(),
         cluster_relays: cluster_store.clone(),
+        identities: identity_store.clone(),
     });
     let ctx = Arc::new(Context {
         sends: Default::default(),

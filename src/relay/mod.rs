@@ -24,12 +24,14 @@ mod inputs;
 mod schedule;
 mod status;
 mod test_send;
+mod trend;
 
 pub use conditions::*;
 pub use inputs::*;
 pub use schedule::*;
 pub use status::*;
 pub use test_send::*;
+pub use trend::*;
 
 /// Condition types, in the order they are written.
 pub use crate::api::relay_conditions as types;

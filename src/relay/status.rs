@@ -17,6 +17,21 @@ pub fn durations_ms(outcome: &Outcome) -> BTreeMap<String, i64> {
     map
 }
 
+/// Microseconds per step (added up like [`durations_ms`]), and `total`.
+pub fn durations_micros(outcome: &Outcome) -> BTreeMap<String, i64> {
+    let mut map = BTreeMap::new();
+    for (step, d) in &outcome.steps {
+        let us = i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let entry = map.entry(step.as_str().to_string()).or_insert(0i64);
+        *entry = entry.saturating_add(us);
+    }
+    map.insert(
+        "total".into(),
+        i64::try_from(outcome.total.as_micros()).unwrap_or(i64::MAX),
+    );
+    map
+}
+
 /// A Kubernetes event to publish on a Ready transition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
@@ -111,6 +126,7 @@ pub fn next_status(
                 .into(),
                 failed_step: o.failure.as_ref().map(|f| f.step.as_str().to_string()),
                 duration_ms: durations_ms(o),
+                duration_micros: durations_micros(o),
                 message_id: o.message_id.clone(),
                 inputs: inputs.to_string(),
             },
@@ -129,11 +145,22 @@ pub fn next_status(
                     .into(),
                 ),
                 duration_ms: BTreeMap::new(),
+                duration_micros: BTreeMap::new(),
                 message_id: None,
                 inputs: inputs.to_string(),
             },
         ),
     };
+    let total_micros = last_verification
+        .duration_micros
+        .get("total")
+        .copied()
+        .unwrap_or(0);
+    let recent_verifications = Some(next_trend(
+        previous.and_then(|p| p.recent_verifications.as_ref()),
+        total_micros,
+        succeeded,
+    ));
     SmtpRelayStatus {
         observed_generation: generation,
         conditions,
@@ -143,6 +170,7 @@ pub fn next_status(
         consecutive_failures,
         last_test: previous.and_then(|p| p.last_test.clone()),
         blocklist: previous.and_then(|p| p.blocklist.clone()),
+        recent_verifications,
     }
 }
 
@@ -262,9 +290,52 @@ mod tests {
         let t0 = ts("2026-01-01T00:00:00Z");
         let a = next_status(&s, Some(1), None, "g1/s1", &Ok(outcome(None)), t0);
         let b = next_status(&s, Some(1), Some(&a), "g1/s1", &Ok(outcome(None)), t0);
-        assert_eq!(a, b);
+        // Only the rolling summary moves: it gained this verification.
+        let trend = |x: &SmtpRelayStatus| x.recent_verifications.clone().expect("trend");
+        assert_eq!((trend(&a).count, trend(&b).count), (1, 2));
+        assert_eq!(trend(&b).outcomes, "SS");
+        let without_trend = |x: &SmtpRelayStatus| SmtpRelayStatus {
+            recent_verifications: None,
+            ..x.clone()
+        };
+        assert_eq!(without_trend(&a), without_trend(&b));
         assert_eq!(a.port, Some(587));
         assert_eq!(a.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn durations_are_kept_in_microseconds_and_feed_the_trend() {
+        let s = spec(TlsMode::StartTls, false, false);
+        let t0 = ts("2026-01-01T00:00:00Z");
+        let mut fast = outcome(None);
+        fast.steps = vec![
+            (Step::Connect, Duration::from_micros(180)),
+            (Step::Ehlo, Duration::from_micros(90)),
+            (Step::Ehlo, Duration::from_micros(60)),
+        ];
+        fast.total = Duration::from_micros(420);
+        let ok = next_status(&s, Some(1), None, "g1", &Ok(fast), t0);
+        let lv = ok.last_verification.clone().expect("last verification");
+        assert_eq!(lv.duration_ms.get("connect"), Some(&0), "ms round to 0");
+        assert_eq!(lv.duration_micros.get("connect"), Some(&180));
+        assert_eq!(
+            lv.duration_micros.get("ehlo"),
+            Some(&150),
+            "EHLO twice adds up"
+        );
+        assert_eq!(lv.duration_micros.get("total"), Some(&420));
+        let failed = next_status(
+            &s,
+            Some(1),
+            Some(&ok),
+            "g1",
+            &Ok(outcome(Some((Step::Auth, FailureReason::AuthRejected)))),
+            t0,
+        );
+        let t = failed.recent_verifications.expect("trend");
+        assert_eq!((t.count, t.failures, t.outcomes.as_str()), (2, 1, "SF"));
+        assert_eq!(t.total_micros, vec![420, 11_000]);
+        assert_eq!((t.p50_micros, t.p95_micros), (Some(420), Some(420)));
     }
 
     #[test]

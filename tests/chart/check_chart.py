@@ -41,7 +41,7 @@ K8S_VERSION = kubernetes_validate.utils.latest_version()
 # Verbs that change an object (or grant more rights through RBAC).
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "escalate", "bind", "impersonate"}
 # Kinds that are CRDs of other projects, absent from Kubernetes' own schemas.
-NOT_IN_K8S_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+NOT_IN_K8S_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 
 
 class CheckFailed(AssertionError):
@@ -500,6 +500,13 @@ def notes() -> str:
     for needle in ("kubectl get smtprelays -A", "kubectl wait --for=condition=Ready smtprelay/NAME"):
         check(needle in text, f"NOTES.txt lacks {needle!r}")
     return "kubectl get smtprelays -A, kubectl wait --for=condition=Ready"
+
+
+# The Grafana dashboard and the PrometheusRule (tests/chart/monitoring.py).
+sys.path.insert(0, str(HERE))
+import monitoring  # noqa: E402
+
+monitoring.add_checks(sys.modules[__name__])
 
 
 def main() -> int:

@@ -1,0 +1,89 @@
+//! Metrics read from the shared caches at scrape time (readiness, certificate
+//! expiry, identities by confirmation state) and recorded per verification (the
+//! per-relay step histograms). Deleted objects take their series with them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+
+use super::RelayKind;
+use crate::api::{ConditionStatus, SenderIdentity};
+use crate::metrics::{Metrics, RelayLabels};
+use crate::relay;
+
+/// Ready counts, last verification times, readiness and certificate expiry of one
+/// relay kind, from its cache; returns the relays seen.
+pub(super) fn observe_relays<K: RelayKind>(
+    kind: &str,
+    store: &Store<K>,
+    metrics: &Metrics,
+) -> BTreeSet<RelayLabels> {
+    let (mut ready, mut not_ready) = (0i64, 0i64);
+    let mut live = BTreeSet::new();
+    for relay in store.state() {
+        let status = relay.relay_status();
+        let is_ready = status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == relay::types::READY && c.status == ConditionStatus::True)
+        });
+        if is_ready {
+            ready += 1;
+        } else {
+            not_ready += 1;
+        }
+        let ns = relay.namespace().unwrap_or_default();
+        let name = relay.name_any();
+        if let Some(t) = status
+            .and_then(|s| s.last_verification.as_ref())
+            .and_then(|l| l.time.parse::<jiff::Timestamp>().ok())
+        {
+            metrics.set_last_verification(kind, &ns, &name, t.as_second());
+        }
+        let expiry = status
+            .and_then(|s| s.server.as_ref())
+            .and_then(|s| s.certificate_not_after.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| t.as_second());
+        let labels = RelayLabels::new(kind, &ns, &name);
+        metrics.set_relay(&labels, is_ready, expiry);
+        live.insert(labels);
+    }
+    metrics.set_relay_counts(kind, ready, not_ready);
+    live
+}
+
+/// Identities per namespace and confirmation state, from the cache.
+pub(super) fn observe_identities(store: &Store<SenderIdentity>, metrics: &Metrics) {
+    let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for identity in store.state() {
+        let state = identity
+            .status
+            .as_ref()
+            .and_then(|s| s.confirmation.as_ref())
+            .map(|c| format!("{:?}", c.state))
+            .unwrap_or_else(|| "Unknown".into());
+        *counts
+            .entry((identity.namespace().unwrap_or_default(), state))
+            .or_insert(0) += 1;
+    }
+    for ((namespace, state), n) in counts {
+        metrics.set_identities(&namespace, &state, n);
+    }
+}
+
+/// Per-relay step histograms of one verification session.
+pub(super) fn record_steps(
+    metrics: &Metrics,
+    relay: &relay::RelayRef<'_>,
+    outcome: &crate::smtp::Outcome,
+) {
+    let mut steps: BTreeMap<String, Duration> = BTreeMap::new();
+    for (step, d) in &outcome.steps {
+        *steps.entry(step.as_str().to_string()).or_default() += *d;
+    }
+    let labels = RelayLabels::new(relay.kind, relay.namespace.unwrap_or(""), relay.name);
+    metrics.verified_relay(&labels, &steps, outcome.total);
+}
