@@ -128,9 +128,9 @@ mod tests {
     async fn never_exceeds_the_cap_and_hosts_are_independent() {
         let limiter = Arc::new(HostLimiter::new(2));
         let mut tasks = Vec::new();
-        for i in 0..20 {
+        for i in 0..20u32 {
             let limiter = Arc::clone(&limiter);
-            let host = if i % 2 == 0 {
+            let host = if i.is_multiple_of(2) {
                 "Relay.Example."
             } else {
                 "other"

@@ -428,7 +428,7 @@ pub(super) fn list_or_nothing(items: &[String]) -> String {
 
 pub(crate) fn human_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

@@ -75,7 +75,7 @@ pub fn identity_spec(i: usize) -> SenderIdentitySpec {
         "displayName": format!("Sender {i}"),
         "usage": ["sales"],
         "relayRef": {"kind": "SmtpRelay", "name": "corporate"},
-        "confirmation": {"required": i % 2 == 0},
+        "confirmation": {"required": i.is_multiple_of(2)},
     }))
     .expect("identity spec")
 }

@@ -50,11 +50,13 @@ pub fn with_deliverability(
         .position(|c| c.type_ == types::READY)
         .unwrap_or(next.conditions.len());
     next.conditions.splice(at..at, condition);
-    if spec.deliverability.enforce && !authenticated {
-        if let Some(ready) = next
+    if spec.deliverability.enforce
+        && !authenticated
+        && let Some(ready) = next
             .conditions
             .iter_mut()
             .find(|c| c.type_ == types::READY && c.status == ConditionStatus::True)
+    {
         {
             let last = previous
                 .and_then(|p| p.conditions.iter().find(|c| c.type_ == types::READY))
