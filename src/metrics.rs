@@ -57,6 +57,15 @@ pub struct RelayLabels {
     pub name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The folder the round-trip probe found the test message in.
+    pub folder: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -70,6 +79,7 @@ pub struct Metrics {
     pub confirmations_completed: Counter,
     pub confirmation_refusals: Family<RefusalLabels, Counter>,
     pub leader: Gauge,
+    pub delivery_latency: Family<DeliveryLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -141,6 +151,14 @@ impl Metrics {
             "1 when this replica holds the leader lease",
             leader.clone(),
         );
+        let delivery_latency = Family::<DeliveryLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.1, 2.0, 14))
+        });
+        registry.register(
+            "delivery_latency_seconds",
+            "Round-trip probe: from the relay accepting DATA to the test message in the mailbox",
+            delivery_latency.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -153,7 +171,20 @@ impl Metrics {
             confirmations_completed,
             confirmation_refusals,
             leader,
+            delivery_latency,
         }
+    }
+
+    /// A round-trip probe found the test message in `folder` after `seconds`.
+    pub fn delivered(&self, kind: &str, namespace: &str, name: &str, folder: &str, seconds: f64) {
+        self.delivery_latency
+            .get_or_create(&DeliveryLabels {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                folder: folder.into(),
+            })
+            .observe(seconds);
     }
 
     /// Count a refused confirmation attempt.
@@ -266,6 +297,12 @@ mod tests {
         );
         assert!(text.contains("smtp_relay_confirmation_mails_sent_total 1"));
         assert!(text.contains("# EOF"));
+        m.delivered("SmtpRelay", "team", "probed", "INBOX", 1.5);
+        let text = m.render();
+        assert!(
+            text.contains("smtp_relay_delivery_latency_seconds_count{kind=\"SmtpRelay\",namespace=\"team\",name=\"probed\",folder=\"INBOX\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("name=\"corporate\""), "{text}");
         m.clear_last_verifications();
         assert!(

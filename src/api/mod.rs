@@ -6,11 +6,13 @@
 mod condition;
 mod identity;
 mod relay;
+mod roundtrip;
 mod vocabulary;
 
 pub use condition::{Condition, ConditionStatus};
 pub use identity::*;
 pub use relay::*;
+pub use roundtrip::*;
 pub use vocabulary::*;
 
 /// API group of every kind in this crate.
@@ -226,6 +228,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-transfer-encoding",
     "x-smtprelay-verification",
+    "x-smtp-relay-probe",
 ];
 
 /// Every CRD of the API with the file name it is written to under `crds/`.

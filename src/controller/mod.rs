@@ -132,7 +132,7 @@ fn observe_store<K: RelayKind>(kind: &str, store: &Store<K>, metrics: &Metrics) 
 }
 
 /// Record the verification a reconcile ran, if any.
-pub fn record(ctx: &Context, kind: &str, eval: &relay::Evaluation) {
+pub fn record(ctx: &Context, relay: &relay::RelayRef<'_>, eval: &relay::Evaluation) {
     if let Some(status) = &eval.status {
         let reason = status
             .conditions
@@ -140,7 +140,19 @@ pub fn record(ctx: &Context, kind: &str, eval: &relay::Evaluation) {
             .find(|c| c.type_ == relay::types::READY)
             .map(|c| c.reason.as_str())
             .unwrap_or("Unknown");
-        ctx.metrics.verified(kind, reason, eval.outcome.as_ref());
+        ctx.metrics
+            .verified(relay.kind, reason, eval.outcome.as_ref());
+        if let Some(d) = status
+            .last_verification
+            .as_ref()
+            .and_then(|l| l.delivery.as_ref())
+            && let (Some(ms), Some(folder)) = (d.latency_ms, d.folder.as_deref())
+        {
+            let ns = relay.namespace.unwrap_or_default();
+            let secs = ms as f64 / 1000.0;
+            ctx.metrics
+                .delivered(relay.kind, ns, relay.name, folder, secs);
+        }
     }
 }
 
@@ -179,7 +191,7 @@ where
         input_key: ctx.settings.input_key.clone(),
     };
     let eval = relay::evaluate(&relay_ref, &source, &ctx.limiter, false).await;
-    record(ctx, relay_ref.kind, &eval);
+    record(ctx, &relay_ref, &eval);
     let request = relay::pending_test(
         obj.annotations()
             .get(relay::TEST_REQUEST_ANNOTATION)
