@@ -75,13 +75,22 @@ fn imports_run_one_way() {
         assert_no(under, &controller);
     }
     // The domain knows nothing of Kubernetes; api only the type machinery.
-    for under in ["smtp", "mailbox", "relay", "confirm/mod.rs", "confirm/mail.rs"] {
+    for under in [
+        "smtp",
+        "mailbox",
+        "relay",
+        "confirm/mod.rs",
+        "confirm/mail.rs",
+    ] {
         assert_no(under, &["kube::", "use kube", "k8s_openapi", "crate::k8s"]);
     }
     for under in ["api", "smtp", "mailbox", "relay", "confirm", "k8s"] {
         assert_no(under, &["crate::runtime", "crate::verify", "crate::plugin"]);
     }
-    assert_no("smtp", &["crate::relay", "crate::confirm", "crate::mailbox"]);
+    assert_no(
+        "smtp",
+        &["crate::relay", "crate::confirm", "crate::mailbox"],
+    );
     // The mailbox client sits beside smtp: it may use api and smtp, nothing above.
     assert_no("mailbox", &["crate::relay", "crate::confirm"]);
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod dovecot;
 pub mod examples;
 pub mod fake_api;
 pub mod fault;
