@@ -42,7 +42,7 @@ pub const DEFAULT_FOLDERS: &[&str] = &["INBOX", "Junk", "Spam", "Junk E-mail", "
 /// `Delivered` condition; it never changes `Ready` (Ready means the relay accepts mail).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.protocol == 'Imap' || !has(self.folders)").message("roundTrip.folders is only used with protocol Imap: POP3 only sees the inbox"))]
+#[x_kube(validation = Rule::new("!has(self.folders) || !has(self.protocol) || self.protocol == 'Imap'").message("roundTrip.folders is only used with protocol Imap: POP3 only sees the inbox"))]
 pub struct RoundTripSpec {
     /// Imap (default) or Pop3.
     #[serde(default)]
