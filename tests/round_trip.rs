@@ -326,3 +326,122 @@ async fn mailbox_tls_refused_and_destinations_refused_are_unreachable() {
     assert_eq!(reason, "MailboxUnreachable", "{message}");
     assert!(message.contains("not an allowed destination"), "{message}");
 }
+
+/// A scripted mailbox server on loopback: sends `script` after reading each line,
+/// in order (the first entry is the greeting).
+async fn scripted(script: Vec<Vec<u8>>) -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        for (i, reply) in script.into_iter().enumerate() {
+            if i > 0 && !matches!(lines.next_line().await, Ok(Some(_))) {
+                return;
+            }
+            if write.write_all(&reply).await.is_err() {
+                return;
+            }
+        }
+        let _ = lines.next_line().await;
+    });
+    port
+}
+
+fn plain_target(
+    protocol: smtp_relay_operator::mailbox::Protocol,
+    port: u16,
+    password: &str,
+) -> smtp_relay_operator::mailbox::Target {
+    smtp_relay_operator::mailbox::Target {
+        protocol,
+        host: "127.0.0.1".into(),
+        port,
+        security: smtp_relay_operator::smtp::Security::None,
+        tls: Default::default(),
+        username: "probe".into(),
+        password: smtp_relay_operator::smtp::Password::new(password),
+        folders: vec!["INBOX".into()],
+        destinations: support::loopback_destinations(),
+    }
+}
+
+/// What a hostile or broken server sends never panics the client, never makes it
+/// read without bound, and a password echoed back never reaches the error.
+#[tokio::test]
+async fn hostile_mailbox_servers_get_errors_not_panics_and_never_the_password() {
+    use smtp_relay_operator::mailbox::{self, MailboxError, Protocol};
+    let secret = "Echoed-Secret-31";
+    let token = Token::new("SmtpRelay hostile/x");
+    let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
+    let endless_line = vec![b'*'; 200_000];
+    let cases: Vec<(&str, Protocol, Vec<Vec<u8>>, fn(&MailboxError) -> bool)> = vec![
+        (
+            "a line without end",
+            Protocol::Imap,
+            vec![endless_line.clone()],
+            |e| matches!(e, MailboxError::Protocol(_)),
+        ),
+        (
+            "a huge literal",
+            Protocol::Imap,
+            vec![
+                b"* OK ready\r\n".to_vec(),
+                b"* CAPABILITY {999999999}\r\n".to_vec(),
+            ],
+            |e| matches!(e, MailboxError::Protocol(_)),
+        ),
+        (
+            "not IMAP",
+            Protocol::Imap,
+            vec![b"220 smtp ESMTP\r\n".to_vec()],
+            |e| matches!(e, MailboxError::Protocol(_)),
+        ),
+        (
+            "the password echoed in a refusal",
+            Protocol::Imap,
+            vec![
+                b"* OK ready\r\n".to_vec(),
+                format!("p1 NO you said \"{secret}\" and RWNob2VkLVNlY3JldC0zMQ==\r\n")
+                    .into_bytes(),
+            ],
+            |e| matches!(e, MailboxError::AuthRejected(_)),
+        ),
+        (
+            "POP3 echoing the password",
+            Protocol::Pop3,
+            vec![
+                b"+OK ready\r\n".to_vec(),
+                b"+OK\r\n".to_vec(),
+                format!("-ERR bad password {secret}\r\n").into_bytes(),
+            ],
+            |e| matches!(e, MailboxError::AuthRejected(_)),
+        ),
+        (
+            "POP3 endless listing",
+            Protocol::Pop3,
+            vec![
+                b"+OK ready\r\n".to_vec(),
+                b"+OK\r\n".to_vec(),
+                b"+OK\r\n".to_vec(),
+                [b"+OK\r\n".to_vec(), b"1 x\r\n".repeat(60_000)].concat(),
+            ],
+            |e| matches!(e, MailboxError::Protocol(_)),
+        ),
+    ];
+    for (what, protocol, script, expected) in cases {
+        let port = scripted(script).await;
+        let result = mailbox::look(&plain_target(protocol, port, secret), &token, deadline()).await;
+        let e = result.expect_err(what);
+        assert!(expected(&e), "{what}: {e:?}");
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains(secret), "{what}: {text}");
+        assert!(!text.contains("RWNob2VkLVNlY3JldC0zMQ"), "{what}: {text}");
+    }
+}
