@@ -381,7 +381,13 @@ async fn hostile_mailbox_servers_get_errors_not_panics_and_never_the_password() 
     let token = Token::new("SmtpRelay hostile/x");
     let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
     let endless_line = vec![b'*'; 200_000];
-    let cases: Vec<(&str, Protocol, Vec<Vec<u8>>, fn(&MailboxError) -> bool)> = vec![
+    type Case = (
+        &'static str,
+        Protocol,
+        Vec<Vec<u8>>,
+        fn(&MailboxError) -> bool,
+    );
+    let cases: Vec<Case> = vec![
         (
             "a line without end",
             Protocol::Imap,

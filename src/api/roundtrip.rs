@@ -78,6 +78,25 @@ pub struct RoundTripSpec {
     pub timeout: String,
 }
 
+impl RoundTripSpec {
+    /// The namespace fields of this mailbox's references to the Secret or ConfigMap
+    /// `name` of `kind` (credentials, CA bundle): which objects wake the relay.
+    pub fn refs_to(&self, kind: super::CaBundleKind, name: &str) -> Vec<Option<&String>> {
+        let r = &self.credentials_secret_ref;
+        let mut out = Vec::new();
+        if kind == super::CaBundleKind::Secret && r.name == name {
+            out.push(r.namespace.as_ref());
+        }
+        if let Some(c) = &self.tls.ca_bundle_ref
+            && c.kind == kind
+            && c.name == name
+        {
+            out.push(c.namespace.as_ref());
+        }
+        out
+    }
+}
+
 fn default_round_trip_timeout() -> String {
     "2m".into()
 }
@@ -111,4 +130,29 @@ pub struct AuthenticationVerdicts {
     pub dkim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dmarc: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::CaBundleKind;
+    use super::*;
+
+    #[test]
+    fn references_name_the_credentials_and_the_ca_bundle() {
+        let rt: RoundTripSpec = serde_json::from_value(serde_json::json!({
+            "host": "imap.example.com",
+            "credentialsSecretRef": {"name": "mailbox", "namespace": "mail"},
+            "tls": {"caBundleRef": {"kind": "ConfigMap", "name": "ca"}},
+        }))
+        .expect("spec");
+        assert_eq!(rt.timeout, "2m");
+        let mail = "mail".to_string();
+        assert_eq!(
+            rt.refs_to(CaBundleKind::Secret, "mailbox"),
+            vec![Some(&mail)]
+        );
+        assert_eq!(rt.refs_to(CaBundleKind::ConfigMap, "ca"), vec![None]);
+        assert!(rt.refs_to(CaBundleKind::ConfigMap, "mailbox").is_empty());
+        assert!(rt.refs_to(CaBundleKind::Secret, "ca").is_empty());
+    }
 }

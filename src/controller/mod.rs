@@ -271,7 +271,13 @@ pub fn references(
     let ca = spec.tls.ca_bundle_ref.as_ref().is_some_and(|c| {
         c.kind == kind && c.name == name && ns_of(c.namespace.as_ref()) == namespace
     });
-    creds || ca
+    // The round trip's mailbox credentials and CA bundle.
+    let mailbox = spec.verification.round_trip.as_ref().is_some_and(|rt| {
+        rt.refs_to(kind, name)
+            .into_iter()
+            .any(|ns| ns_of(ns) == namespace)
+    });
+    creds || ca || mailbox
 }
 
 /// Both relay kinds, as the Secret mapper sees them.
