@@ -30,6 +30,7 @@ deps:
 
 harness:
 	bash tests/harness/postfix.sh start
+	bash tests/harness/dovecot.sh start
 
 demo:
 	bash scripts/install-deps.sh --demo

@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 # Postfix harness (tests/harness/postfix.sh): Postfix, Cyrus SASL with its PLAIN/LOGIN
 # plugins (no command of their own, so ask dpkg), openssl for its CA.
 packages="postfix sasl2-bin libsasl2-modules openssl ca-certificates"
+# Dovecot harness (tests/harness/dovecot.sh): the round-trip probe's IMAP and POP3
+# mailbox over the Postfix harness's Maildir (the demo shows a delivered message).
+packages="$packages dovecot-imapd dovecot-pop3d"
 if [ "${1:-}" != "--demo" ]; then
   # Real Kubernetes API server for the tests (../shared/envtest needs etcd) and the
   # Lua interpreters that run the Argo CD health checks (5.4, and 5.1 as Argo CD's

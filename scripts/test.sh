@@ -13,6 +13,7 @@ cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
 bash tests/harness/postfix.sh start >/dev/null
+bash tests/harness/dovecot.sh start >/dev/null
 
 if [ -f "$envtest_src/up.sh" ] && command -v etcd >/dev/null; then
   # A fresh control plane per run: no objects left over from an earlier one.

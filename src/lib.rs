@@ -9,6 +9,7 @@ pub mod duration;
 pub mod http;
 pub mod k8s;
 pub mod leader;
+pub mod mailbox;
 pub mod manifest;
 pub mod metrics;
 pub mod plugin;

@@ -90,6 +90,35 @@ const RELAY_STEP_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The folder the round-trip probe found the test message in.
+    pub folder: String,
+}
+
+/// A relay's sending addresses in one DNS blocklist zone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsblLabels {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// One of the operator's --dnsbl-zones.
+    pub zone: String,
+}
+
+/// Sender domains by check and result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DomainCheckLabels {
+    pub domain: String,
+    /// mx, spf, dkim, dmarc or authenticated (the DomainAuthenticated reason).
+    pub check: String,
+    /// The check's result (a fixed set per check: pass, fail, ... / Found, NoMx, ...).
+    pub result: String,
+}
+
 /// Every metric the operator exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -109,6 +138,9 @@ pub struct Metrics {
     pub confirmations_completed: Counter,
     pub confirmation_refusals: Family<RefusalLabels, Counter>,
     pub leader: Gauge,
+    pub delivery_latency: Family<DeliveryLabels, Histogram>,
+    pub dnsbl_listed: Family<DnsblLabels, Gauge>,
+    pub domain_checks: Family<DomainCheckLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -207,6 +239,26 @@ impl Metrics {
             "1 when this replica holds the leader lease",
             leader.clone(),
         );
+        let delivery_latency = Family::<DeliveryLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.1, 2.0, 14))
+        });
+        registry.register(
+            "delivery_latency_seconds",
+            "Round-trip probe: from the relay accepting DATA to the test message in the mailbox",
+            delivery_latency.clone(),
+        );
+        let dnsbl_listed = Family::<DnsblLabels, Gauge>::default();
+        registry.register(
+            "dnsbl_listed",
+            "1 when one of the relay's sending addresses is listed in the zone, else 0",
+            dnsbl_listed.clone(),
+        );
+        let domain_checks = Family::<DomainCheckLabels, Gauge>::default();
+        registry.register(
+            "domain_check",
+            "SenderIdentities whose domain check gave this result",
+            domain_checks.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
@@ -224,7 +276,22 @@ impl Metrics {
             confirmations_completed,
             confirmation_refusals,
             leader,
+            delivery_latency,
+            dnsbl_listed,
+            domain_checks,
         }
+    }
+
+    /// A round-trip probe found the test message in `folder` after `seconds`.
+    pub fn delivered(&self, kind: &str, namespace: &str, name: &str, folder: &str, seconds: f64) {
+        self.delivery_latency
+            .get_or_create(&DeliveryLabels {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+                folder: folder.into(),
+            })
+            .observe(seconds);
     }
 
     /// Count a refused confirmation attempt.
@@ -317,6 +384,31 @@ impl Metrics {
         self.relay_ready.clear();
         self.certificate_expiry.clear();
         self.identities.clear();
+        self.dnsbl_listed.clear();
+        self.domain_checks.clear();
+    }
+
+    /// Whether a relay's addresses are listed in a zone.
+    pub fn set_dnsbl(&self, relay: &RelayLabels, zone: &str, listed: bool) {
+        self.dnsbl_listed
+            .get_or_create(&DnsblLabels {
+                kind: relay.kind.clone(),
+                namespace: relay.namespace.clone(),
+                name: relay.name.clone(),
+                zone: zone.into(),
+            })
+            .set(i64::from(listed));
+    }
+
+    /// Count one identity's domain check result.
+    pub fn add_domain_check(&self, domain: &str, check: &str, result: &str) {
+        self.domain_checks
+            .get_or_create(&DomainCheckLabels {
+                domain: domain.into(),
+                check: check.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// A relay's readiness and, when known, its certificate's expiry (Unix seconds).
@@ -405,6 +497,12 @@ mod tests {
         );
         assert!(text.contains("smtp_relay_confirmation_mails_sent_total 1"));
         assert!(text.contains("# EOF"));
+        m.delivered("SmtpRelay", "team", "probed", "INBOX", 1.5);
+        let text = m.render();
+        assert!(
+            text.contains("smtp_relay_delivery_latency_seconds_count{kind=\"SmtpRelay\",namespace=\"team\",name=\"probed\",folder=\"INBOX\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("name=\"corporate\""), "{text}");
         m.clear_last_verifications();
         assert!(

@@ -65,6 +65,27 @@ pub struct Row {
     pub recent_failures: String,
     /// The round-trip delivery of the last verification, when the relay probes it.
     pub delivery: String,
+    /// DNS checks: a relay's NotListed (blocklists), an identity's DomainAuthenticated
+    /// (SPF, DKIM, DMARC, MX), as their reasons.
+    pub deliverability: String,
+}
+
+/// The deliverability column of a relay: its blocklist answer.
+fn blocklist_of(status: Option<&SmtpRelayStatus>) -> String {
+    let Some(s) = status else {
+        return String::new();
+    };
+    let Some(c) = s.conditions.iter().find(|c| c.type_ == types::NOT_LISTED) else {
+        return String::new();
+    };
+    match s.blocklist.as_ref().filter(|b| !b.listings.is_empty()) {
+        Some(b) => {
+            let mut zones: Vec<&str> = b.listings.iter().map(|l| l.zone.as_str()).collect();
+            zones.dedup();
+            format!("{} ({})", c.reason, zones.join(","))
+        }
+        None => c.reason.clone(),
+    }
 }
 
 fn ready_of(conditions: &[crate::api::Condition]) -> (String, String) {
@@ -140,6 +161,7 @@ fn relay_row(
             .map(|t| format!("{}/{}", t.failures, t.count))
             .unwrap_or_default(),
         delivery: status.map(crate::report::delivery_of).unwrap_or_default(),
+        deliverability: blocklist_of(status),
     }
 }
 
@@ -237,6 +259,14 @@ pub fn rows(
             latency_p95_micros: via.latency_p95_micros,
             recent_failures: via.recent_failures,
             delivery: via.delivery,
+            deliverability: status
+                .and_then(|s| {
+                    s.conditions
+                        .iter()
+                        .find(|c| c.type_ == conditions::DOMAIN_AUTHENTICATED)
+                })
+                .map(|c| c.reason.clone())
+                .unwrap_or_default(),
             usage: if i.spec.usage.is_empty() {
                 "all".into()
             } else {
@@ -261,7 +291,7 @@ pub fn rows(
     out
 }
 
-const COLUMNS: [&str; 17] = [
+const COLUMNS: [&str; 18] = [
     "KIND",
     "NAMESPACE",
     "NAME",
@@ -279,9 +309,10 @@ const COLUMNS: [&str; 17] = [
     "P50/P95",
     "FAILED",
     "FAILING",
+    "DELIVERABILITY",
 ];
 
-fn cells(r: &Row) -> [String; 17] {
+fn cells(r: &Row) -> [String; 18] {
     let failing = match (
         r.failing_step.is_empty(),
         r.reason.is_empty() || r.ready == "True",
@@ -311,6 +342,7 @@ fn cells(r: &Row) -> [String; 17] {
         },
         r.recent_failures.clone(),
         failing,
+        r.deliverability.clone(),
     ]
 }
 

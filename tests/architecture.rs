@@ -71,6 +71,7 @@ fn imports_run_one_way() {
         "deliverability",
         "k8s",
         "smtp",
+        "mailbox",
         "api",
     ] {
         assert_no(under, &controller);
@@ -78,6 +79,7 @@ fn imports_run_one_way() {
     // The domain knows nothing of Kubernetes; api only the type machinery.
     for under in [
         "smtp",
+        "mailbox",
         "relay",
         "deliverability",
         "confirm/mod.rs",
@@ -85,14 +87,35 @@ fn imports_run_one_way() {
     ] {
         assert_no(under, &["kube::", "use kube", "k8s_openapi", "crate::k8s"]);
     }
-    for under in ["api", "smtp", "relay", "deliverability", "confirm", "k8s"] {
+    for under in [
+        "api",
+        "smtp",
+        "mailbox",
+        "relay",
+        "deliverability",
+        "confirm",
+        "k8s",
+    ] {
         assert_no(under, &["crate::runtime", "crate::verify", "crate::plugin"]);
     }
     assert_no(
         "smtp",
+        &[
+            "crate::relay",
+            "crate::confirm",
+            "crate::mailbox",
+            "crate::deliverability",
+        ],
+    );
+    // The mailbox client sits beside smtp: it may use api and smtp, nothing above.
+    assert_no(
+        "mailbox",
         &["crate::relay", "crate::confirm", "crate::deliverability"],
     );
-    assert_no("deliverability", &["crate::relay", "crate::confirm"]);
+    assert_no(
+        "deliverability",
+        &["crate::relay", "crate::confirm", "crate::mailbox"],
+    );
 }
 
 /// Files longer than the limit, not split yet; none may grow past its count here.

@@ -46,6 +46,7 @@ fn ca_manifest(dir: &std::path::Path) -> String {
 fn the_bundled_examples_show_what_works_and_why_the_rest_does_not() {
     let dir = tempfile::tempdir().expect("tmp");
     let ca = ca_manifest(dir.path());
+    support::dovecot::dovecot();
     let (code, table, progress) = verify(&["-f", "examples/demo", "-f", &ca]);
     assert_eq!(
         code, 1,
@@ -54,6 +55,7 @@ fn the_bundled_examples_show_what_works_and_why_the_rest_does_not() {
     for (name, ready, reason) in [
         ("demo/corporate", "True", "Verified"),
         ("demo/smtps", "True", "Verified"),
+        ("demo/round-trip", "True", "Verified"),
         ("demo/wrong-password", "False", "AuthRejected"),
         ("demo/wrong-port", "False", "ConnectionRefused"),
         ("demo/no-starttls", "False", "StartTlsNotOffered"),
@@ -72,6 +74,10 @@ fn the_bundled_examples_show_what_works_and_why_the_rest_does_not() {
     assert!(
         progress.contains("verifying SmtpRelay demo/corporate"),
         "{progress}"
+    );
+    assert!(
+        progress.contains("SmtpRelay demo/round-trip: Delivered=True Delivered: test message arrived in \"INBOX\" in "),
+        "the round trip's delivery and latency are shown:\n{progress}"
     );
     assert!(!table.contains("an-old-password") && !progress.contains("an-old-password"));
 }

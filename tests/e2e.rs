@@ -335,6 +335,51 @@ async fn a_cluster_relay_reads_credentials_from_another_namespace() {
     .await;
 }
 
+#[tokio::test]
+async fn a_relay_followed_to_the_mailbox_reports_its_delivery() {
+    in_world("roundtrip", |w| async move {
+        use support::dovecot::{MAILBOX_PASSWORD, MAILBOX_USER, dovecot};
+        let d = dovecot();
+        apply(
+            &w.secrets(),
+            "mailbox",
+            secret(&w.ns, "mailbox", MAILBOX_USER, MAILBOX_PASSWORD),
+        )
+        .await;
+        let mut spec = relay_spec(w.h.submission_port, "StartTls", Some("good"));
+        spec["verification"]["recipient"] = json!(format!("{}@example.test", w.ns));
+        spec["verification"]["roundTrip"] = json!({
+            "protocol": "Imap", "host": "localhost", "port": d.imap_port,
+            "tls": {"mode": "StartTls", "caBundleRef": {"kind": "ConfigMap", "name": "harness-ca"}},
+            "credentialsSecretRef": {"name": "mailbox"},
+            "timeout": "30s",
+        });
+        w.relay("followed", spec).await;
+        let _operator = w.operator();
+        let obj = w.wait_relay("followed", ("True", "Verified")).await;
+        let delivered = obj
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Delivered"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no Delivered condition: {obj:#}"));
+        assert_eq!(
+            (&delivered["status"], &delivered["reason"]),
+            (&json!("True"), &json!("Delivered")),
+            "{delivered}"
+        );
+        let delivery = obj
+            .pointer("/status/lastVerification/delivery")
+            .unwrap_or_else(|| panic!("no delivery: {obj:#}"));
+        assert_eq!(delivery["folder"], json!("INBOX"), "{delivery}");
+        assert!(delivery["latencyMs"].as_i64().is_some(), "{delivery}");
+        let text = obj["status"].to_string();
+        assert!(!text.contains(MAILBOX_PASSWORD), "{text}");
+        gitops::check("relay-round-trip-delivered", &obj, "Healthy");
+    })
+    .await;
+}
+
 /// Wait until the identity's confirmation mail has been sent; its attempt id.
 async fn wait_sent(identities: &Api<SenderIdentity>, name: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);

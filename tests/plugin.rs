@@ -49,8 +49,13 @@ fn world() -> FakeApi {
         "metadata": {"name": "open", "namespace": NS},
         "spec": {"host": "127.0.0.1", "port": h.plain_port, "tls": {"mode": "None"},
                  "defaultSender": {"address": "noreply@example.test"}},
-        "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "Verified",
+        "status": {"observedGeneration": 1, "conditions": [
+            {"type": "NotListed", "status": "False", "reason": "Listed", "message": "127.0.0.2 is listed in bl.test",
+             "lastTransitionTime": now},
+            {"type": "Ready", "status": "True", "reason": "Verified",
             "message": "ok", "lastTransitionTime": now}],
+            "blocklist": {"checkedAt": now, "addresses": ["127.0.0.2"], "zones": ["bl.test"],
+                          "listings": [{"address": "127.0.0.2", "zone": "bl.test", "code": "127.0.0.2"}]},
             "lastVerification": {"time": now, "result": "Succeeded", "inputs": "g1", "durationMs": {}},
             "recentVerifications": {"count": 3, "failures": 1, "p50Micros": 2345, "p95Micros": 9100,
                                     "totalMicros": [2345, 9100, 0], "outcomes": "SSF"}}}));
@@ -64,6 +69,8 @@ fn world() -> FakeApi {
                             "lastTransitionTime": now},
                            {"type": "Confirmed", "status": "False", "reason": "Pending", "message": "",
                             "lastTransitionTime": now},
+                           {"type": "DomainAuthenticated", "status": "False", "reason": "SpfNotAuthorizingRelay",
+                            "message": "", "lastTransitionTime": now},
                            {"type": "Ready", "status": "False", "reason": "Pending", "message": "",
                             "lastTransitionTime": now}]}}));
     fake
@@ -116,9 +123,14 @@ async fn status_and_export_show_relays_and_identities() {
         .find(|l| l.starts_with("SenderIdentity"))
         .expect("sales");
     assert!(sales_line.contains("2.35ms/9.10ms  1/3"), "{table}");
-    for col in ["P50/P95", "FAILED"] {
+    for col in ["P50/P95", "FAILED", "DELIVERABILITY"] {
         assert!(header.contains(col), "{header}");
     }
+    // DNS checks: the relay's blocklist answer, the identity's domain.
+    assert!(open_line.ends_with("Listed (bl.test)"), "{table}");
+    assert!(sales_line.ends_with("SpfNotAuthorizingRelay"), "{table}");
+    let open = rows.iter().find(|r| r.name == "open").expect("open");
+    assert_eq!(open.deliverability, "Listed (bl.test)");
     let csv = plugin::to_csv(&rows);
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.contains("\"Plain, commas, \"\"quotes\"\"\""), "{csv}");

@@ -11,6 +11,8 @@ bin="${1:-target/release/smtp-relay-operator}"
 harness_dir="${HARNESS_DIR:-/tmp/smtp-relay-harness}"
 
 bash tests/harness/postfix.sh start >/dev/null
+# The demo mailbox (IMAP/POP3 over the relay's Maildir) for the round-trip example.
+bash tests/harness/dovecot.sh start >/dev/null
 
 # The demo relay's certificate is issued by a CA generated at harness start: hand it
 # to the examples as the Secret they reference (demo/harness-ca, key ca.crt).
@@ -22,7 +24,8 @@ trap 'rm -f "$ca_manifest"' EXIT
 } >"$ca_manifest"
 
 echo "== smtp-relay-operator verify --allowed-destinations 127.0.0.0/8 -f examples/demo"
-echo "   (local relay: plain :25250, STARTTLS+AUTH :25251, implicit TLS+AUTH :25252)"
+echo "   (local relay: plain :25250, STARTTLS+AUTH :25251, implicit TLS+AUTH :25252;"
+echo "    local mailbox: IMAP+STARTTLS :25260, for the round trip of demo/round-trip)"
 echo
 set +e
 # The demo relay is on loopback, which relays may only reach when allowed.
@@ -31,10 +34,16 @@ code=$?
 set -e
 echo
 echo "exit code $code (0 = all relays Ready, 1 = some relay is not, 2 = unusable input)."
-echo "Two relays work; the others are broken on purpose: each line above says which step failed and why."
+echo "Three relays work; the others are broken on purpose: each line above says which step failed and why."
+echo "demo/round-trip's test message was followed to the mailbox: see its Delivered line above."
 echo "Full status of the relay with the wrong password, as the controller writes it:"
 echo
 # verify exits 1 for this relay (it is not Ready): that is the point here.
 "$bin" verify --allowed-destinations 127.0.0.0/8 -f examples/demo/03-wrong-password.yaml -f "$ca_manifest" -o yaml 2>/dev/null || true
+echo
+echo "The round trip of demo/round-trip (status.lastVerification.delivery and the Delivered condition):"
+echo
+"$bin" verify --allowed-destinations 127.0.0.0/8 -f examples/demo/01-working-starttls.yaml -f examples/demo/07-round-trip.yaml -f "$ca_manifest" -o yaml 2>/dev/null \
+  | grep -E -A8 '^ +delivery:|type: Delivered' | grep -v -E '^ +(inputs|observedGeneration):' || true
 # The demo succeeds when it shows what it should: working relays Ready, broken ones not.
 [ "$code" -eq 1 ]

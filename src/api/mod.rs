@@ -7,6 +7,7 @@ mod condition;
 mod deliverability;
 mod identity;
 mod relay;
+mod roundtrip;
 mod trend;
 mod vocabulary;
 
@@ -14,6 +15,7 @@ pub use condition::{Condition, ConditionStatus};
 pub use deliverability::*;
 pub use identity::*;
 pub use relay::*;
+pub use roundtrip::*;
 pub use trend::{TREND_WINDOW, VerificationTrend};
 pub use vocabulary::*;
 
@@ -241,6 +243,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "content-type",
     "content-transfer-encoding",
     "x-smtprelay-verification",
+    "x-smtp-relay-probe",
 ];
 
 /// Every CRD of the API with the file name it is written to under `crds/`.

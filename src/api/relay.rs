@@ -10,8 +10,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::Condition;
 use super::patterns::*;
+use super::{Condition, DeliveryStatus, RoundTripSpec};
 
 /// How the connection to the relay is secured.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -158,7 +158,7 @@ pub struct MailboxSpec {
 
 /// A header added to every message sent through the relay (tracking, routing).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
-#[x_kube(validation = Rule::new("!(self.name.lowerAscii() in ['from', 'to', 'cc', 'bcc', 'subject', 'message-id', 'date', 'reply-to', 'sender', 'return-path', 'mime-version', 'content-type', 'content-transfer-encoding', 'x-smtprelay-verification'])").message("this header is set by the operator and cannot be overridden in customHeaders"))]
+#[x_kube(validation = Rule::new("!(self.name.lowerAscii() in ['from', 'to', 'cc', 'bcc', 'subject', 'message-id', 'date', 'reply-to', 'sender', 'return-path', 'mime-version', 'content-type', 'content-transfer-encoding', 'x-smtprelay-verification', 'x-smtp-relay-probe'])").message("this header is set by the operator and cannot be overridden in customHeaders"))]
 pub struct HeaderSpec {
     /// Header field name (RFC 5322: printable ASCII, no colon, no space), e.g. X-Campaign.
     #[schemars(length(min = 1, max = 76), pattern(HEADER_NAME))]
@@ -171,6 +171,7 @@ pub struct HeaderSpec {
 /// How and how often the relay is verified.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.roundTrip) || has(self.recipient)").message("verification.roundTrip needs verification.recipient: the test message is what is looked for in the mailbox"))]
 pub struct VerificationSpec {
     /// When set, every verification sends a real test message to this address
     /// (MAIL, RCPT, DATA) and reports whether the relay accepted it.
@@ -188,6 +189,10 @@ pub struct VerificationSpec {
     #[schemars(length(max = 32), pattern(DURATION))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('5m')").message("verification.timeout must be between 1s and 5m"))]
     pub timeout: String,
+    /// Follow the test message to the recipient's mailbox (IMAP or POP3) and report
+    /// in the Delivered condition whether, where and how fast it arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip: Option<RoundTripSpec>,
 }
 
 impl Default for VerificationSpec {
@@ -196,6 +201,7 @@ impl Default for VerificationSpec {
             recipient: None,
             interval: default_interval(),
             timeout: default_timeout(),
+            round_trip: None,
         }
     }
 }
@@ -229,7 +235,9 @@ fn default_timeout() -> String {
     printcolumn(name = "Last Verified", type_ = "date", json_path = ".status.lastVerification.time"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("!has(self.spec.auth) || !has(self.spec.auth.credentialsSecretRef.__namespace__)").message("spec.auth.credentialsSecretRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace"),
-    validation = Rule::new("!has(self.spec.tls) || !has(self.spec.tls.caBundleRef) || !has(self.spec.tls.caBundleRef.__namespace__)").message("spec.tls.caBundleRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace")
+    validation = Rule::new("!has(self.spec.tls) || !has(self.spec.tls.caBundleRef) || !has(self.spec.tls.caBundleRef.__namespace__)").message("spec.tls.caBundleRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace"),
+    validation = Rule::new("!has(self.spec.verification) || !has(self.spec.verification.roundTrip) || !has(self.spec.verification.roundTrip.credentialsSecretRef.__namespace__)").message("spec.verification.roundTrip.credentialsSecretRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace"),
+    validation = Rule::new("!has(self.spec.verification) || !has(self.spec.verification.roundTrip) || !has(self.spec.verification.roundTrip.tls) || !has(self.spec.verification.roundTrip.tls.caBundleRef) || !has(self.spec.verification.roundTrip.tls.caBundleRef.__namespace__)").message("spec.verification.roundTrip.tls.caBundleRef.namespace is only allowed on ClusterSmtpRelay: a SmtpRelay reads Secrets and ConfigMaps in its own namespace")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SmtpRelaySpec {
@@ -302,6 +310,19 @@ impl SmtpRelaySpec {
             .is_some_and(|c| c.namespace.is_some())
         {
             out.push("spec.tls.caBundleRef.namespace");
+        }
+        if let Some(rt) = &self.verification.round_trip {
+            if rt.credentials_secret_ref.namespace.is_some() {
+                out.push("spec.verification.roundTrip.credentialsSecretRef.namespace");
+            }
+            if rt
+                .tls
+                .ca_bundle_ref
+                .as_ref()
+                .is_some_and(|c| c.namespace.is_some())
+            {
+                out.push("spec.verification.roundTrip.tls.caBundleRef.namespace");
+            }
         }
         out
     }
@@ -380,7 +401,8 @@ pub struct SmtpRelayStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// CredentialsResolved, Connected, SecureTransport, Authenticated, TestMessageAccepted
-    /// (only with verification.recipient) and the Ready summary.
+    /// (only with verification.recipient), Delivered (only with verification.roundTrip)
+    /// and the Ready summary.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -480,6 +502,9 @@ pub struct LastVerification {
     /// Message-ID of the test message the relay accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+    /// Where the test message arrived (only with verification.roundTrip).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryStatus>,
     /// Fingerprint of the inputs this session used (spec generation, keyed digests of
     /// the referenced Secret and CA bundle data); a change triggers a new verification.
     #[serde(default)]

@@ -8,6 +8,8 @@ pub mod relay_conditions {
     pub const SECURE_TRANSPORT: &str = "SecureTransport";
     pub const AUTHENTICATED: &str = "Authenticated";
     pub const TEST_MESSAGE_ACCEPTED: &str = "TestMessageAccepted";
+    /// Only with verification.roundTrip; never part of Ready.
+    pub const DELIVERED: &str = "Delivered";
     pub const DEFAULT_RELAY: &str = "DefaultRelay";
     /// The sending addresses are on no configured DNS blocklist (informational: it
     /// does not change Ready).

@@ -49,6 +49,12 @@ pub(super) fn observe_relays<K: RelayKind>(
             .map(|t| t.as_second());
         let labels = RelayLabels::new(kind, &ns, &name);
         metrics.set_relay(&labels, is_ready, expiry);
+        if let Some(b) = status.and_then(|s| s.blocklist.as_ref()) {
+            for zone in &b.zones {
+                let listed = b.listings.iter().any(|l| &l.zone == zone);
+                metrics.set_dnsbl(&labels, zone, listed);
+            }
+        }
         live.insert(labels);
     }
     metrics.set_relay_counts(kind, ready, not_ready);
@@ -68,10 +74,30 @@ pub(super) fn observe_identities(store: &Store<SenderIdentity>, metrics: &Metric
         *counts
             .entry((identity.namespace().unwrap_or_default(), state))
             .or_insert(0) += 1;
+        if let Some(d) = identity
+            .status
+            .as_ref()
+            .and_then(|s| s.deliverability.as_ref())
+        {
+            record_domain(metrics, d);
+        }
     }
     for ((namespace, state), n) in counts {
         metrics.set_identities(&namespace, &state, n);
     }
+}
+
+/// One identity's domain results, counted by domain, check and result.
+fn record_domain(metrics: &Metrics, d: &crate::api::DomainDeliverability) {
+    let domain = d.domain.as_str();
+    metrics.add_domain_check(domain, "mx", &d.mx.result);
+    metrics.add_domain_check(domain, "spf", &d.spf.result);
+    metrics.add_domain_check(domain, "dmarc", &d.dmarc.result);
+    for k in &d.dkim {
+        metrics.add_domain_check(domain, "dkim", &k.result);
+    }
+    let j = crate::deliverability::verdict::domain_condition_kept(d);
+    metrics.add_domain_check(domain, "authenticated", j.reason);
 }
 
 /// Per-relay step histograms of one verification session.
@@ -86,4 +112,80 @@ pub(super) fn record_steps(
     }
     let labels = RelayLabels::new(relay.kind, relay.namespace.unwrap_or(""), relay.name);
     metrics.verified_relay(&labels, &steps, outcome.total);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BlocklistEntry, BlocklistStatus, SmtpRelay, SmtpRelayStatus};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher;
+
+    fn object<K: serde::de::DeserializeOwned>(v: serde_json::Value) -> K {
+        serde_json::from_value(v).expect("object")
+    }
+
+    #[test]
+    fn blocklists_and_domain_checks_come_from_the_caches_and_leave_with_their_objects() {
+        let mut relay: SmtpRelay = object(serde_json::json!({
+            "apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
+            "metadata": {"name": "corp", "namespace": "team"},
+            "spec": {"host": "127.0.0.1", "defaultSender": {"address": "a@good.test"}}
+        }));
+        relay.status = Some(SmtpRelayStatus {
+            blocklist: Some(BlocklistStatus {
+                zones: vec!["bl.test".into(), "other.test".into()],
+                listings: vec![BlocklistEntry {
+                    address: "127.0.0.2".into(),
+                    zone: "bl.test".into(),
+                    code: Some("127.0.0.2".into()),
+                    reason: String::new(),
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let mut identity: SenderIdentity = object(serde_json::json!({
+            "apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
+            "metadata": {"name": "sales", "namespace": "team"},
+            "spec": {"address": "sales@good.test"}
+        }));
+        let mut d = crate::api::DomainDeliverability {
+            domain: "good.test".into(),
+            ..Default::default()
+        };
+        d.mx.result = "Found".into();
+        d.spf.result = "softfail".into();
+        d.dmarc.result = "Found".into();
+        d.dmarc.policy = Some("reject".into());
+        identity.status = Some(crate::api::SenderIdentityStatus {
+            deliverability: Some(d),
+            ..Default::default()
+        });
+        let mut relays: Writer<SmtpRelay> = Default::default();
+        relays.apply_watcher_event(&watcher::Event::Apply(relay.clone()));
+        let mut identities: Writer<SenderIdentity> = Default::default();
+        identities.apply_watcher_event(&watcher::Event::Apply(identity.clone()));
+        let metrics = Metrics::new();
+        observe_relays("SmtpRelay", &relays.as_reader(), &metrics);
+        observe_identities(&identities.as_reader(), &metrics);
+        let text = metrics.render();
+        for line in [
+            "smtp_relay_dnsbl_listed{kind=\"SmtpRelay\",namespace=\"team\",name=\"corp\",zone=\"bl.test\"} 1",
+            "smtp_relay_dnsbl_listed{kind=\"SmtpRelay\",namespace=\"team\",name=\"corp\",zone=\"other.test\"} 0",
+            "smtp_relay_domain_check{domain=\"good.test\",check=\"spf\",result=\"softfail\"} 1",
+            "smtp_relay_domain_check{domain=\"good.test\",check=\"authenticated\",result=\"SpfNotAuthorizingRelay\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        // Deleted objects take their series with them at the next scrape.
+        relays.apply_watcher_event(&watcher::Event::Delete(relay));
+        identities.apply_watcher_event(&watcher::Event::Delete(identity));
+        metrics.clear_object_gauges();
+        observe_relays("SmtpRelay", &relays.as_reader(), &metrics);
+        observe_identities(&identities.as_reader(), &metrics);
+        let text = metrics.render();
+        assert!(!text.contains("smtp_relay_dnsbl_listed{"), "{text}");
+        assert!(!text.contains("smtp_relay_domain_check{"), "{text}");
+    }
 }

@@ -117,10 +117,9 @@ impl Stores {
 }
 
 /// Record the verification a reconcile ran, if any.
-pub fn record(ctx: &Context, relay_ref: &relay::RelayRef<'_>, eval: &relay::Evaluation) {
-    let kind = relay_ref.kind;
+pub fn record(ctx: &Context, relay: &relay::RelayRef<'_>, eval: &relay::Evaluation) {
     if let Some(o) = &eval.outcome {
-        gauges::record_steps(&ctx.metrics, relay_ref, o);
+        gauges::record_steps(&ctx.metrics, relay, o);
     }
     if let Some(status) = &eval.status {
         let reason = status
@@ -129,7 +128,19 @@ pub fn record(ctx: &Context, relay_ref: &relay::RelayRef<'_>, eval: &relay::Eval
             .find(|c| c.type_ == relay::types::READY)
             .map(|c| c.reason.as_str())
             .unwrap_or("Unknown");
-        ctx.metrics.verified(kind, reason, eval.outcome.as_ref());
+        ctx.metrics
+            .verified(relay.kind, reason, eval.outcome.as_ref());
+        if let Some(d) = status
+            .last_verification
+            .as_ref()
+            .and_then(|l| l.delivery.as_ref())
+            && let (Some(ms), Some(folder)) = (d.latency_ms, d.folder.as_deref())
+        {
+            let ns = relay.namespace.unwrap_or_default();
+            let secs = ms as f64 / 1000.0;
+            ctx.metrics
+                .delivered(relay.kind, ns, relay.name, folder, secs);
+        }
     }
 }
 
@@ -248,7 +259,13 @@ pub fn references(
     let ca = spec.tls.ca_bundle_ref.as_ref().is_some_and(|c| {
         c.kind == kind && c.name == name && ns_of(c.namespace.as_ref()) == namespace
     });
-    creds || ca
+    // The round trip's mailbox credentials and CA bundle.
+    let mailbox = spec.verification.round_trip.as_ref().is_some_and(|rt| {
+        rt.refs_to(kind, name)
+            .into_iter()
+            .any(|ns| ns_of(ns) == namespace)
+    });
+    creds || ca || mailbox
 }
 
 /// Both relay kinds, as the Secret mapper sees them.

@@ -21,6 +21,7 @@ mod conditions;
 #[cfg(test)]
 mod fixtures;
 mod inputs;
+mod round_trip;
 mod schedule;
 mod status;
 mod test_send;
@@ -28,6 +29,7 @@ mod trend;
 
 pub use conditions::*;
 pub use inputs::*;
+pub use round_trip::*;
 pub use schedule::*;
 pub use status::*;
 pub use test_send::*;
@@ -128,8 +130,19 @@ pub async fn evaluate(
     let interval = schedule(relay.spec)
         .map(|(i, _)| i)
         .unwrap_or(Duration::from_secs(3600));
+    // The round trip's mailbox: its inputs join the relay's fingerprint.
+    let mut mailbox_versions = Vec::new();
+    let mailbox = match &relay.spec.verification.round_trip {
+        Some(rt) if relay.spec.verification.recipient.is_some() => {
+            Some(resolve_mailbox(relay, rt, source, &mut mailbox_versions).await)
+        }
+        _ => None,
+    };
     let inputs = match &resolved {
-        Ok(r) => r.inputs.clone(),
+        Ok(r) => std::iter::once(r.inputs.clone())
+            .chain(mailbox_versions)
+            .collect::<Vec<_>>()
+            .join("/"),
         Err(p) => format!("g{}/{}", relay.generation.unwrap_or(0), p.reason),
     };
     // A failed read of a Secret says nothing about the relay: try again soon, and
@@ -171,16 +184,40 @@ pub async fn evaluate(
             .unwrap_or_default();
         Some(checker.check_blocklists(&addresses, &now).await)
     };
+    let token = mailbox
+        .as_ref()
+        .map(|_| crate::mailbox::Token::new(&relay.label()));
+    // The session, then (with a round trip) the mailbox probe, while the blocklists
+    // are asked.
     let session = async {
-        match resolved {
-            Ok(r) => {
+        let mut sent = tokio::time::Instant::now();
+        let verified = match resolved {
+            Ok(mut r) => {
+                if let (Some(t), Some(m)) = (&token, r.target.message.as_mut()) {
+                    m.headers
+                        .push((crate::mailbox::PROBE_HEADER.into(), t.value.clone()));
+                }
                 let _permit = limiter.acquire(&r.target.host).await;
-                Ok(smtp::verify(&r.target).await)
+                let start = tokio::time::Instant::now();
+                let outcome = smtp::verify(&r.target).await;
+                sent = data_accepted_at(start, &outcome);
+                Ok(outcome)
             }
             Err(p) => Err(p),
-        }
+        };
+        let delivery = match (mailbox, &verified, &token) {
+            (None, ..) => None,
+            (Some(Err(problem)), ..) => Some(problem),
+            (Some(Ok(m)), Ok(o), Some(t)) if o.passed(Step::Data) => {
+                let probe = crate::mailbox::probe(&m.target, t, sent, m.timeout).await;
+                tracing::info!(?probe, "round-trip probe");
+                Some(Delivery::Probed(probe))
+            }
+            (Some(Ok(_)), ..) => Some(Delivery::NotAttempted),
+        };
+        (verified, delivery)
     };
-    let (verified, blocklist) = futures::join!(session, blocklist);
+    let ((verified, delivery), blocklist) = futures::join!(session, blocklist);
     let next = next_status(
         relay.spec,
         relay.generation,
@@ -189,13 +226,16 @@ pub async fn evaluate(
         &verified,
         Timestamp::now(),
     );
-    let next = with_blocklist(
+    let mut next = with_blocklist(
         next,
         relay.status,
         blocklist,
         relay.generation,
         Timestamp::now(),
     );
+    if let Some(d) = &delivery {
+        next = with_delivery(next, relay.status, d, Timestamp::now());
+    }
     let transition = transition(relay.status, &next);
     let requeue = if next.consecutive_failures == 0 {
         interval

@@ -6,6 +6,7 @@
 //! The controller and the offline `verify` command both call [`verify`], so there
 //! is exactly one implementation of a verification session.
 
+mod connect;
 mod der;
 mod destination;
 mod limiter;
@@ -17,6 +18,7 @@ mod wire;
 use std::fmt;
 use std::time::Duration;
 
+pub use connect::{open_tcp, tls_client, tls_handshake, tls_version};
 pub use destination::{Cidr, CidrError, DestinationPolicy, Destinations, Refusal, Scope};
 pub use limiter::{HostLimiter, HostPermit};
 pub use message::{Mailbox, Outgoing, TestMessage, build_message, effective_reply_to};

@@ -484,6 +484,12 @@ pub async fn run(
                 .and_then(|l| l.duration_ms.get("total").copied())
                 .unwrap_or(0);
             progress(&format!("  {label}: Ready={ready} ({ms} ms)"));
+            if let Some(d) = verdict.condition(types::DELIVERED) {
+                progress(&format!(
+                    "  {label}: Delivered={:?} {}: {}",
+                    d.status, d.reason, d.message
+                ));
+            }
             verdict
         }
     });

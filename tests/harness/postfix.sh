@@ -247,6 +247,9 @@ EOF
   cat >"$CONF/sender_access" <<'EOF'
 blocked@example.test    550 5.7.1 sender blocked by harness
 EOF
+  cat >"$CONF/virtual_mailboxes" <<'EOF'
+junk@example.test       maildir/.Junk/
+EOF
 }
 
 make_main_cf() {
@@ -287,7 +290,9 @@ local_transport = error:harness delivers nowhere
 # Every recipient @example.test lands in ONE Maildir: $MAILDIR
 virtual_mailbox_domains = example.test
 virtual_mailbox_base = $MAILBASE
-virtual_mailbox_maps = static:maildir/
+# ... except junk@example.test, filed in the Maildir++ folder .Junk (the round-trip
+# probe's junk folder, read through tests/harness/dovecot.sh).
+virtual_mailbox_maps = texthash:$CONF/virtual_mailboxes static:maildir/
 virtual_uid_maps = static:$uid
 virtual_gid_maps = static:$gid
 virtual_minimum_uid = $uid
@@ -416,7 +421,7 @@ build_instance() {
   make_maps
   make_main_cf
   make_master_cf
-  chmod 0644 "$CONF/main.cf" "$CONF/master.cf" "$CONF/recipient_access" "$CONF/sender_access"
+  chmod 0644 "$CONF/main.cf" "$CONF/master.cf" "$CONF/recipient_access" "$CONF/sender_access" "$CONF/virtual_mailboxes"
 }
 
 start_cmd() {

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod dovecot;
 pub mod examples;
 pub mod fake_api;
 pub mod fault;

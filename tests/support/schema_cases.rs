@@ -358,7 +358,71 @@ fn relay_cases() -> Vec<(&'static str, Value, &'static str)> {
             ),
             "only allowed on ClusterSmtpRelay",
         ),
+        // Issue #13: the round-trip mailbox.
+        (
+            "roundTrip without a recipient",
+            with(&["verification", "roundTrip"], round_trip(json!({}))),
+            "needs verification.recipient",
+        ),
+        (
+            "roundTrip timeout 1s",
+            with_round_trip(json!({"timeout": "1s"})),
+            "between 5s and 15m",
+        ),
+        (
+            "roundTrip timeout 1h",
+            with_round_trip(json!({"timeout": "1h"})),
+            "between 5s and 15m",
+        ),
+        (
+            "roundTrip unknown protocol",
+            with_round_trip(json!({"protocol": "Jmap"})),
+            "spec.verification.roundTrip.protocol",
+        ),
+        (
+            "roundTrip folders with Pop3",
+            with_round_trip(json!({"protocol": "Pop3", "folders": ["Junk"]})),
+            "only used with protocol Imap",
+        ),
+        (
+            "roundTrip host with a scheme",
+            with_round_trip(json!({"host": "imaps://imap.example.com"})),
+            "spec.verification.roundTrip.host",
+        ),
+        (
+            "roundTrip port 0",
+            with_round_trip(json!({"port": 0})),
+            "spec.verification.roundTrip.port",
+        ),
+        (
+            "roundTrip folder with a line break",
+            with_round_trip(json!({"folders": ["INBOX\nJunk"]})),
+            "spec.verification.roundTrip.folders[0]",
+        ),
+        (
+            "SmtpRelay naming the mailbox Secret's namespace",
+            with_round_trip(
+                json!({"credentialsSecretRef": {"name": "mailbox", "namespace": "kube-system"}}),
+            ),
+            "only allowed on ClusterSmtpRelay",
+        ),
     ]
+}
+
+/// A valid roundTrip block with `extra` fields merged in.
+fn round_trip(extra: Value) -> Value {
+    let mut v = json!({"host": "imap.example.com", "credentialsSecretRef": {"name": "mailbox"}});
+    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
+        v[k] = x;
+    }
+    v
+}
+
+/// The base spec with a recipient and a roundTrip block (`extra` merged in).
+fn with_round_trip(extra: Value) -> Value {
+    let mut spec = with(&["verification", "recipient"], json!("inbox@example.com"));
+    spec["verification"]["roundTrip"] = round_trip(extra);
+    spec
 }
 
 fn identity_cases() -> Vec<(&'static str, &'static str, Value, &'static str)> {

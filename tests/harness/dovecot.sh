@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# Private Dovecot instance on 127.0.0.1 for the round-trip probe tests: IMAP and
+# POP3 over the Postfix harness's Maildir (tests/harness/postfix.sh), so a message
+# the relay accepts can be looked for, found and deleted through a real server.
+#
+#   tests/harness/dovecot.sh start    # idempotent; safe to call concurrently
+#   tests/harness/dovecot.sh stop
+#   tests/harness/dovecot.sh status   # exit 0 if running and healthy
+#
+# Environment:
+#   HARNESS_DIR        (default /tmp/smtp-relay-harness)  the Postfix harness (Maildir, TLS)
+#   DOVECOT_DIR        (default /tmp/smtp-relay-dovecot)  this instance's files
+#   DOVECOT_BASE_PORT  (default 25260)  BASE+0 IMAP (STARTTLS offered), BASE+1 IMAPS,
+#                                       BASE+2 POP3 (STLS offered), BASE+3 POP3S
+#
+# Never touches /etc/dovecot or a system instance: dovecot runs with -c on its own
+# config, base_dir and state_dir. See README.md next to this file.
+set -euo pipefail
+
+export PATH="/usr/sbin:/sbin:/usr/bin:/bin:${PATH:-}"
+umask 022
+
+HARNESS_DIR="${HARNESS_DIR:-/tmp/smtp-relay-harness}"
+DOVECOT_DIR="${DOVECOT_DIR:-/tmp/smtp-relay-dovecot}"
+DOVECOT_BASE_PORT="${DOVECOT_BASE_PORT:-25260}"
+while [[ "$DOVECOT_DIR" == */ && "$DOVECOT_DIR" != / ]]; do DOVECOT_DIR="${DOVECOT_DIR%/}"; done
+
+die() { echo "dovecot-harness: error: $*" >&2; exit 1; }
+log() { echo "dovecot-harness: $*" >&2; }
+
+[[ "$DOVECOT_DIR" == /* && "$DOVECOT_DIR" =~ ^[A-Za-z0-9._/+-]+$ ]] || die "DOVECOT_DIR must be an absolute path of [A-Za-z0-9._/+-]"
+case "$DOVECOT_DIR" in
+  / | /tmp | /var | /etc | /usr | /root | /home | /opt | /srv | /run | /etc/dovecot | /var/lib/dovecot | /var/run/dovecot)
+    die "refusing to use DOVECOT_DIR=$DOVECOT_DIR" ;;
+esac
+[[ "$DOVECOT_BASE_PORT" =~ ^[0-9]+$ ]] && (( DOVECOT_BASE_PORT >= 1024 && DOVECOT_BASE_PORT <= 65532 )) \
+  || die "DOVECOT_BASE_PORT must be a number in 1024..65532"
+
+IMAP_PORT=$((DOVECOT_BASE_PORT + 0))
+IMAPS_PORT=$((DOVECOT_BASE_PORT + 1))
+POP3_PORT=$((DOVECOT_BASE_PORT + 2))
+POP3S_PORT=$((DOVECOT_BASE_PORT + 3))
+
+MAILDIR="$HARNESS_DIR/mail/maildir"
+TLS="$HARNESS_DIR/tls"
+CONF="$DOVECOT_DIR/dovecot.conf"
+RUN="$DOVECOT_DIR/run"
+MARKER="$DOVECOT_DIR/.smtp-relay-dovecot"
+STAMP="$DOVECOT_DIR/.stamp"
+LOCK="$DOVECOT_DIR.lock"
+LOGFILE="$DOVECOT_DIR/dovecot.log"
+
+# The mailbox user (all mail for @example.test lands in its Maildir).
+USERS=("probe:Probe-Pass-9")
+
+SCRIPT_PATH="$(readlink -f "${BASH_SOURCE[0]}")"
+
+expected_stamp() {
+  # The Postfix harness rebuilds its TLS material and Maildir: follow it.
+  echo "base_port=$DOVECOT_BASE_PORT maildir=$MAILDIR script=$(sha256sum "$SCRIPT_PATH" | cut -d' ' -f1) cert=$(sha256sum "$TLS/server.crt" 2>/dev/null | cut -d' ' -f1) mail=$(stat -c %i "$MAILDIR" 2>/dev/null)"
+}
+
+summary() {
+  echo "dovecot-harness: running imap(STARTTLS)=127.0.0.1:$IMAP_PORT imaps=127.0.0.1:$IMAPS_PORT pop3(STLS)=127.0.0.1:$POP3_PORT pop3s=127.0.0.1:$POP3S_PORT user=probe maildir=$MAILDIR junk=$MAILDIR/.Junk ca=$TLS/ca.crt"
+}
+
+master_pid() {
+  local pid
+  pid="$(cat "$RUN/master.pid" 2>/dev/null)" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+  [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dovecot ]] || return 1
+  echo "$pid"
+}
+
+probe_greeting() { # port, expected prefix
+  timeout 5 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    IFS= read -r -t 4 line <&3 || exit 1
+    [[ "$line" == "$2"* ]]' probe "$1" "$2" 2>/dev/null
+}
+probe_connect() { timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' probe "$1" 2>/dev/null; }
+
+ports_healthy() {
+  probe_greeting "$IMAP_PORT" "* OK" && probe_greeting "$POP3_PORT" "+OK" \
+    && probe_connect "$IMAPS_PORT" && probe_connect "$POP3S_PORT"
+}
+
+healthy() {
+  [[ -f "$MARKER" && "$(cat "$STAMP" 2>/dev/null)" == "$(expected_stamp)" ]] || return 1
+  master_pid >/dev/null && ports_healthy
+}
+
+stop_instance() {
+  local pid i
+  pid="$(master_pid)" || return 0
+  log "stopping Dovecot (master pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
+}
+
+build_instance() {
+  if [[ -e "$DOVECOT_DIR" ]]; then
+    [[ -f "$MARKER" ]] || die "$DOVECOT_DIR exists but was not created by this script; refusing to delete it"
+    rm -rf -- "$DOVECOT_DIR"
+  fi
+  mkdir -p "$DOVECOT_DIR" "$RUN" "$DOVECOT_DIR/state" "$DOVECOT_DIR/index" "$DOVECOT_DIR/home"
+  : >"$MARKER"
+  chown postfix:postfix "$DOVECOT_DIR/index" "$DOVECOT_DIR/home"
+  local entry
+  : >"$DOVECOT_DIR/users"
+  for entry in "${USERS[@]}"; do
+    echo "${entry%%:*}:{PLAIN}${entry#*:}::::::" >>"$DOVECOT_DIR/users"
+  done
+  chown root:dovecot "$DOVECOT_DIR/users"
+  chmod 0640 "$DOVECOT_DIR/users"
+  local dh=""
+  [[ -r /usr/share/dovecot/dh.pem ]] && dh="ssl_dh = </usr/share/dovecot/dh.pem"
+  cat >"$CONF" <<EOF
+# Generated by tests/harness/dovecot.sh -- test-only Dovecot instance.
+instance_name = smtp-relay-dovecot
+protocols = imap pop3
+listen = 127.0.0.1
+base_dir = $RUN
+state_dir = $DOVECOT_DIR/state
+log_path = $LOGFILE
+info_log_path = $LOGFILE
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = $(id -u postfix)
+ssl = yes
+ssl_cert = <$TLS/server.crt
+ssl_key = <$TLS/server.key
+ssl_min_protocol = TLSv1.2
+$dh
+# Plain-text logins are allowed on the plain ports: the tests need them (tls.mode None).
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%n $DOVECOT_DIR/users
+}
+userdb {
+  driver = static
+  args = uid=postfix gid=postfix home=$DOVECOT_DIR/home/%n
+}
+# The Postfix harness's Maildir; indexes and control files live here, not in it.
+mail_location = maildir:$MAILDIR:INDEX=$DOVECOT_DIR/index/%n:CONTROL=$DOVECOT_DIR/index/%n
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Junk {
+    special_use = \\Junk
+  }
+}
+pop3_uidl_format = %08Xu%08Xv
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = $IMAPS_PORT
+    ssl = yes
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = $POP3_PORT
+  }
+  inet_listener pop3s {
+    address = 127.0.0.1
+    port = $POP3S_PORT
+    ssl = yes
+  }
+}
+service lmtp {
+  unix_listener lmtp {
+    mode = 0600
+  }
+}
+protocol !indexer-worker {
+}
+EOF
+}
+
+# The junk folder the Postfix harness files junk@example.test into (Maildir++ .Junk).
+make_junk_folder() {
+  install -d -o postfix -g postfix -m 0755 "$MAILDIR/.Junk" "$MAILDIR/.Junk/new" "$MAILDIR/.Junk/cur" "$MAILDIR/.Junk/tmp"
+  [[ -e "$MAILDIR/.Junk/maildirfolder" ]] || install -o postfix -g postfix -m 0644 /dev/null "$MAILDIR/.Junk/maildirfolder"
+}
+
+start_cmd() {
+  command -v dovecot >/dev/null || die "Dovecot is not installed: run 'bash scripts/install-deps.sh' as root (dovecot-imapd, dovecot-pop3d)"
+  [[ "$(id -u)" == 0 ]] || die "must run as root"
+  [[ -d "$MAILDIR" && -r "$TLS/server.crt" ]] || die "the Postfix harness is not running: start tests/harness/postfix.sh first"
+  mkdir -p "$(dirname "$DOVECOT_DIR")"
+  exec 9>"$LOCK"
+  flock -w 180 9 || die "timed out waiting for $LOCK"
+  make_junk_folder
+  if healthy; then
+    summary
+    return 0
+  fi
+  stop_instance
+  local p
+  for p in "$IMAP_PORT" "$IMAPS_PORT" "$POP3_PORT" "$POP3S_PORT"; do
+    probe_connect "$p" && die "port 127.0.0.1:$p is already in use by another process"
+  done
+  build_instance
+  if ! dovecot -c "$CONF" </dev/null >>"$DOVECOT_DIR/start.log" 2>&1 9>&-; then
+    log "dovecot did not start:"
+    tail -n 20 "$DOVECOT_DIR/start.log" "$LOGFILE" >&2 2>/dev/null || true
+    exit 1
+  fi
+  local i
+  for ((i = 0; i < 150; i++)); do
+    if master_pid >/dev/null && ports_healthy; then
+      expected_stamp >"$STAMP"
+      summary
+      return 0
+    fi
+    sleep 0.1
+  done
+  log "Dovecot did not become healthy within 15s:"
+  tail -n 30 "$LOGFILE" >&2 2>/dev/null || true
+  exit 1
+}
+
+stop_cmd() {
+  [[ "$(id -u)" == 0 ]] || die "must run as root"
+  mkdir -p "$(dirname "$DOVECOT_DIR")"
+  exec 9>"$LOCK"
+  flock -w 180 9 || die "timed out waiting for $LOCK"
+  stop_instance
+  rm -f "$STAMP"
+  echo "dovecot-harness: stopped"
+}
+
+status_cmd() {
+  local pid
+  pid="$(master_pid)" || { echo "dovecot-harness: not running"; return 1; }
+  ports_healthy || { echo "dovecot-harness: master pid $pid is running but the ports are not answering"; return 1; }
+  summary
+}
+
+case "${1:-}" in
+  start) start_cmd ;;
+  stop) stop_cmd ;;
+  status) status_cmd ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
