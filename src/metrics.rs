@@ -139,6 +139,8 @@ pub struct Metrics {
     pub confirmation_refusals: Family<RefusalLabels, Counter>,
     pub leader: Gauge,
     pub delivery_latency: Family<DeliveryLabels, Histogram>,
+    /// The folders recorded per relay, to remove a deleted relay's delivery series.
+    delivery_folders: Mutex<BTreeMap<RelayLabels, BTreeSet<String>>>,
     pub dnsbl_listed: Family<DnsblLabels, Gauge>,
     pub domain_checks: Family<DomainCheckLabels, Gauge>,
 }
@@ -277,6 +279,7 @@ impl Metrics {
             confirmation_refusals,
             leader,
             delivery_latency,
+            delivery_folders: Mutex::new(BTreeMap::new()),
             dnsbl_listed,
             domain_checks,
         }
@@ -284,6 +287,12 @@ impl Metrics {
 
     /// A round-trip probe found the test message in `folder` after `seconds`.
     pub fn delivered(&self, kind: &str, namespace: &str, name: &str, folder: &str, seconds: f64) {
+        self.delivery_folders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(RelayLabels::new(kind, namespace, name))
+            .or_default()
+            .insert(folder.to_string());
         self.delivery_latency
             .get_or_create(&DeliveryLabels {
                 kind: kind.into(),
@@ -372,6 +381,24 @@ impl Metrics {
                     namespace: relay.namespace.clone(),
                     name: relay.name.clone(),
                     step: step.clone(),
+                });
+            }
+            false
+        });
+        let mut delivered = self
+            .delivery_folders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        delivered.retain(|relay, folders| {
+            if live.contains(relay) {
+                return true;
+            }
+            for folder in folders.iter() {
+                self.delivery_latency.remove(&DeliveryLabels {
+                    kind: relay.kind.clone(),
+                    namespace: relay.namespace.clone(),
+                    name: relay.name.clone(),
+                    folder: folder.clone(),
                 });
             }
             false
@@ -522,7 +549,13 @@ mod tests {
         ]);
         m.verified_relay(&corporate, &steps, Duration::from_millis(3));
         m.verified_relay(&other, &steps, Duration::from_millis(3));
+        m.delivered("SmtpRelay", "team", "corporate", "INBOX", 0.5);
+        m.delivered("ClusterSmtpRelay", "", "shared", "Junk", 0.5);
         let text = m.render();
+        assert!(
+            text.contains("smtp_relay_delivery_latency_seconds_count{kind=\"SmtpRelay\",namespace=\"team\",name=\"corporate\",folder=\"INBOX\"} 1"),
+            "{text}"
+        );
         let bucket = "smtp_relay_verification_duration_seconds_bucket{le=\"0.0005\",kind=\"SmtpRelay\",namespace=\"team\",name=\"corporate\",step=\"connect\"} 1";
         assert!(text.contains(bucket), "{text}");
         assert!(
@@ -533,6 +566,7 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("name=\"corporate\""), "{text}");
         assert!(text.contains("name=\"shared\",step=\"ehlo\""), "{text}");
+        assert!(text.contains("name=\"shared\",folder=\"Junk\""), "{text}");
     }
 
     #[test]

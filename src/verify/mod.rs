@@ -477,13 +477,16 @@ pub async fn run(
                 .condition(types::READY)
                 .map(|c| format!("{:?} {}", c.status, c.reason))
                 .unwrap_or_default();
-            let ms = verdict
+            let took = verdict
                 .status
                 .last_verification
                 .as_ref()
-                .and_then(|l| l.duration_ms.get("total").copied())
+                .and_then(|l| l.duration_micros.get("total").copied())
                 .unwrap_or(0);
-            progress(&format!("  {label}: Ready={ready} ({ms} ms)"));
+            progress(&format!(
+                "  {label}: Ready={ready} ({})",
+                crate::relay::human_micros(took)
+            ));
             if let Some(d) = verdict.condition(types::DELIVERED) {
                 progress(&format!(
                     "  {label}: Delivered={:?} {}: {}",
