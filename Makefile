@@ -35,6 +35,7 @@ harness:
 demo:
 	bash scripts/install-deps.sh --demo
 	$(MAKE) build harness
+	$(CARGO) build --release --locked --example demo_dns
 	bash examples/demo/run.sh $(BIN)
 
 lint:

@@ -310,3 +310,51 @@ fn hostile_manifests_are_refused_with_exit_two_never_a_panic() {
     assert_ne!(code, 2, "a BOM is not unusable input: {err}");
     assert!(out.contains("ns/r"), "{out}");
 }
+
+/// The demo's DNS zone, served as `make demo` serves it: its identities' domains are
+/// checked and printed check by check.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_identities_are_checked_against_the_demo_zone() {
+    let zone = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/dns/zone.txt"),
+    )
+    .expect("zone");
+    let dns = support::dns::DnsServer::start_zone_text(&zone).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = ca_manifest(dir.path());
+    let addr = dns.addr.to_string();
+    let (code, out, _) = tokio::task::spawn_blocking(move || {
+        verify(&[
+            "--deliverability-checks=true",
+            "--dns-server",
+            &addr,
+            "--dnsbl-zones",
+            "dnsbl.test",
+            "-f",
+            "examples/demo/01-working-starttls.yaml",
+            "-f",
+            "examples/demo/08-sender-identities.yaml",
+            "-f",
+            &ca,
+        ])
+    })
+    .await
+    .expect("join");
+    // The relay works, but legacy-billing enforces a domain that is not authenticated.
+    assert_eq!(code, 1, "{out}");
+    for line in [
+        "SmtpRelay demo/corporate: NotListed=True NotListed: 127.0.0.1 on none of dnsbl.test",
+        "SenderIdentity demo/purchasing <purchasing@example.test> via SmtpRelay demo/corporate",
+        "SPF    pass       v=spf1 ip4:127.0.0.1 -all",
+        "DKIM   Valid      s1: s1._domainkey.example.test: 2048-bit RSA key",
+        "DMARC  Found      v=DMARC1; p=quarantine; rua=mailto:dmarc@example.test  (at _dmarc.example.test)",
+        "DomainAuthenticated=True Authenticated",
+        "SenderIdentity demo/legacy-billing <billing@legacy.test>",
+        "SPF    softfail   v=spf1 ip4:192.0.2.10 ~all",
+        "DKIM   Weak       s1: s1._domainkey.legacy.test: 1024-bit RSA key",
+        "DomainAuthenticated=False SpfNotAuthorizingRelay",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    assert!(dns.queries("example.test", "TXT") >= 1);
+}

@@ -181,6 +181,21 @@ impl DnsServer {
         }
     }
 
+    /// Serve a zone written as text: one [`record`] per line, `#` comments, records
+    /// sharing a name and type gathered into one set.
+    pub async fn start_zone_text(text: &str) -> DnsServer {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let server = DnsServer::start(&[]).await;
+        for line in lines {
+            server.zone_add(line).await;
+        }
+        server
+    }
+
     /// Add or replace records (same name and type replaced as a whole set).
     pub async fn set(&self, lines: &[&str]) {
         let serial = {
