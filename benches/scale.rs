@@ -8,7 +8,8 @@
 //! prints numbers and asserts nothing.
 //!
 //! SCALE_RELAYS (2000), SCALE_IDENTITIES (10000), SCALE_NAMESPACES (20),
-//! SCALE_IDLE_SECS (60), SCALE_TIMEOUT_SECS (600), SMTP_RELAY_ENVTEST (../shared/envtest).
+//! SCALE_IDLE_SECS (60), SCALE_TIMEOUT_SECS (600), SMTP_RELAY_ENVTEST (../shared/envtest),
+//! SCALE_OPERATOR_ARGS (extra `run` flags, for experiments).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -67,6 +68,12 @@ fn start_operator(
         ))
         // The relays are the Postfix harness on loopback.
         .arg("--allowed-destinations=127.0.0.0/8")
+        // Experiments: SCALE_OPERATOR_ARGS="--concurrency 64".
+        .args(
+            std::env::var("SCALE_OPERATOR_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .env("KUBECONFIG", kubeconfig)
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "warn")
