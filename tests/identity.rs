@@ -253,7 +253,14 @@ async fn the_confirmation_mail_arrives_in_both_languages_and_parses() {
             !logs.contains(token) && !logs.contains(&code),
             "secret in logs: {logs}"
         );
-        // Nor anywhere in the API server: status, events, annotations.
+        // Nor anywhere in the API server: status, events, annotations — once the
+        // owner has answered with the code (waiting makes no event; becoming Ready
+        // does).
+        env.edit(&name, |o| {
+            o["metadata"]["annotations"] = json!({CODE_ANNOTATION: code})
+        });
+        env.reconcile(&name).await;
+        assert_eq!(env.condition(&name, "Ready").0, "True");
         let everything = env.fake.dump();
         assert!(everything.contains("/events/"), "events were recorded");
         assert!(!everything.contains(token) && !everything.contains(&code));

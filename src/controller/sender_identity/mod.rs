@@ -116,6 +116,10 @@ async fn reconcile_in_span(
     let spec = &identity.spec;
     // Gather: the relay, from the shared caches (and the namespace's labels).
     let observed = observe(&ctx, &namespace, spec, identity.status.as_ref()).await?;
+    if first_status_can_wait(identity.status.as_ref(), &observed) {
+        // Its relay's first status wakes it (shared reflector); the timer is a backstop.
+        return Ok(Action::requeue(Duration::from_secs(120)));
+    }
     let annotations = identity.annotations();
     let fresh = Secrets::generate();
     let now = Timestamp::now();

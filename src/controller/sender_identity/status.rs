@@ -367,14 +367,39 @@ pub fn next_status(
     }
 }
 
+/// A new identity whose relay has never been verified has nothing to report yet:
+/// its first status waits for the relay's (which wakes it). At start-up this keeps
+/// thousands of "waiting" writes from competing with the relays' own.
+pub fn first_status_can_wait(previous: Option<&SenderIdentityStatus>, observed: &Observed) -> bool {
+    previous.is_none()
+        && observed.relay.as_ref().is_ok_and(|v| {
+            v.not_ready
+                .as_ref()
+                .is_some_and(|(r, _)| r == reasons::NOT_VERIFIED)
+        })
+}
+
+/// Ready reasons that mean "in progress": no event.
+pub const PROGRESS: &[&str] = &[
+    reasons::PENDING,
+    reasons::SENDING,
+    reasons::RELAY_NOT_VERIFIED,
+];
+
 pub(super) fn identity_transition(
     previous: Option<&SenderIdentityStatus>,
     next: &SenderIdentityStatus,
 ) -> Option<relay::Transition> {
     let ready = relay::ready_change(previous.map(|p| p.conditions.as_slice()), &next.conditions)?;
     let is_ready = ready.status == ConditionStatus::True;
+    // Waiting is not news: no event while the mail is on its way, the owner has not
+    // answered yet or the relay is being verified (the conditions say so). Events are
+    // for becoming usable, and for what someone must fix.
+    if !is_ready && PROGRESS.contains(&ready.reason.as_str()) {
+        return None;
+    }
     Some(relay::Transition {
-        warning: !is_ready && ready.reason != reasons::PENDING && ready.reason != reasons::SENDING,
+        warning: !is_ready,
         reason: if is_ready {
             reasons::READY.into()
         } else {
@@ -389,6 +414,36 @@ mod tests {
     use super::super::fixtures::*;
     use super::*;
     use crate::api::ConnectionSecretRef;
+
+    #[test]
+    fn a_new_identity_waits_silently_for_its_relays_first_verification() {
+        let mut w = World::new();
+        let observed = |relay: Result<RelayView, RelayProblem>| Observed {
+            relay,
+            object: None,
+            domain: None,
+            domain_due: None,
+        };
+        if let Ok(r) = w.relay.as_mut() {
+            r.not_ready = Some((reasons::NOT_VERIFIED.into(), "not yet".into()));
+        }
+        assert!(first_status_can_wait(None, &observed(w.relay.clone())));
+        // Once it has a status, or once the relay has one, it reports as usual.
+        let (_, _) = w.step("2026-01-01T00:00:00Z", None, None, true);
+        assert!(!first_status_can_wait(
+            w.status.as_ref(),
+            &observed(w.relay.clone())
+        ));
+        assert!(!first_status_can_wait(None, &observed(relay(false))));
+        assert!(!first_status_can_wait(None, &observed(relay(true))));
+        assert!(!first_status_can_wait(
+            None,
+            &observed(Err(RelayProblem::NoDefault))
+        ));
+        // And waiting makes no event; becoming usable and failures do.
+        let waiting = w.status.clone().expect("status");
+        assert_eq!(identity_transition(None, &waiting), None);
+    }
 
     #[test]
     fn a_relay_not_verified_yet_is_a_wait_not_a_failure() {
