@@ -116,6 +116,88 @@ pub(super) fn record_steps(
 
 #[cfg(test)]
 mod tests {
+    use kube::runtime::{reflector, watcher};
+    use serde_json::json;
+
+    use super::super::Stores;
+    use super::*;
+    use crate::api::{ClusterSmtpRelay, SmtpRelay};
+
+    fn relay(name: &str, ready: &str) -> SmtpRelay {
+        serde_json::from_value(json!({
+            "apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"host": "127.0.0.1", "defaultSender": {"address": "a@example.test"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": ready, "reason": "Verified",
+                                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "server": {"certificateNotAfter": "2027-01-15T08:00:00Z"}}}))
+        .expect("relay")
+    }
+
+    fn identity(name: &str, state: Option<&str>) -> SenderIdentity {
+        let status =
+            state.map(|s| json!({"confirmation": {"state": s, "address": "a@example.test"}}));
+        serde_json::from_value(json!({
+            "apiVersion": "smtprelay.io/v1alpha1", "kind": "SenderIdentity",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"address": "a@example.test"}, "status": status}))
+        .expect("identity")
+    }
+
+    #[test]
+    fn gauges_follow_the_caches_and_deleted_relays_lose_their_histograms() {
+        let (relays, mut relay_writer) = reflector::store::<SmtpRelay>();
+        let (cluster_relays, _) = reflector::store::<ClusterSmtpRelay>();
+        let (identities, mut identity_writer) = reflector::store::<SenderIdentity>();
+        let (up, down) = (relay("up", "True"), relay("down", "False"));
+        relay_writer.apply_watcher_event(&watcher::Event::Apply(up));
+        relay_writer.apply_watcher_event(&watcher::Event::Apply(down.clone()));
+        for (name, state) in [
+            ("a", Some("Pending")),
+            ("b", Some("Pending")),
+            ("c", Some("Expired")),
+            ("d", None),
+        ] {
+            identity_writer.apply_watcher_event(&watcher::Event::Apply(identity(name, state)));
+        }
+        let stores = Stores {
+            relays,
+            cluster_relays,
+            identities,
+        };
+        let metrics = Metrics::new();
+        let steps = BTreeMap::from([("connect".to_string(), Duration::from_millis(1))]);
+        for name in ["up", "down"] {
+            let labels = RelayLabels::new("SmtpRelay", "team", name);
+            metrics.verified_relay(&labels, &steps, Duration::from_millis(2));
+        }
+        stores.refresh(&metrics);
+        let text = metrics.render();
+        for line in [
+            "smtp_relay_relay_ready{kind=\"SmtpRelay\",namespace=\"team\",name=\"up\"} 1",
+            "smtp_relay_relay_ready{kind=\"SmtpRelay\",namespace=\"team\",name=\"down\"} 0",
+            "smtp_relay_certificate_expiry_timestamp_seconds{kind=\"SmtpRelay\",namespace=\"team\",name=\"up\"} 1800000000",
+            "smtp_relay_identities{namespace=\"team\",state=\"Pending\"} 2",
+            "smtp_relay_identities{namespace=\"team\",state=\"Expired\"} 1",
+            "smtp_relay_identities{namespace=\"team\",state=\"Unknown\"} 1",
+            "smtp_relay_verification_duration_seconds_count{kind=\"SmtpRelay\",namespace=\"team\",name=\"down\",step=\"total\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        relay_writer.apply_watcher_event(&watcher::Event::Delete(down));
+        stores.refresh(&metrics);
+        let text = metrics.render();
+        assert!(!text.contains("name=\"down\""), "{text}");
+        assert!(
+            text.contains("smtp_relay_verification_duration_seconds_count{kind=\"SmtpRelay\",namespace=\"team\",name=\"up\",step=\"connect\"} 1"),
+            "{text}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod deliverability_tests {
     use super::*;
     use crate::api::{BlocklistEntry, BlocklistStatus, SmtpRelay, SmtpRelayStatus};
     use kube::runtime::reflector::store::Writer;
