@@ -431,15 +431,27 @@ async fn hostile_mailbox_servers_get_errors_not_panics_and_never_the_password() 
             |e| matches!(e, MailboxError::AuthRejected(_)),
         ),
         (
-            "POP3 endless listing",
+            "POP3 endless header block",
             Protocol::Pop3,
             vec![
                 b"+OK ready\r\n".to_vec(),
                 b"+OK\r\n".to_vec(),
                 b"+OK\r\n".to_vec(),
-                [b"+OK\r\n".to_vec(), b"1 x\r\n".repeat(60_000)].concat(),
+                b"+OK 1 100\r\n".to_vec(),
+                [b"+OK\r\n".to_vec(), b"X-Filler: x\r\n".repeat(60_000)].concat(),
             ],
-            |e| matches!(e, MailboxError::Protocol(_)),
+            |e| matches!(e, MailboxError::Protocol(m) if m.contains("larger than")),
+        ),
+        (
+            "POP3 STAT without a count",
+            Protocol::Pop3,
+            vec![
+                b"+OK ready\r\n".to_vec(),
+                b"+OK\r\n".to_vec(),
+                b"+OK\r\n".to_vec(),
+                b"+OK many\r\n".to_vec(),
+            ],
+            |e| matches!(e, MailboxError::Protocol(m) if m.contains("not a message count")),
         ),
     ];
     for (what, protocol, script, expected) in cases {

@@ -4,7 +4,7 @@
 //! Beside `smtp` in the layering: it uses `smtp` for the destination policy and TLS,
 //! and knows no Kubernetes. Only the handful of commands the probe needs are spoken
 //! (IMAP: CAPABILITY, STARTTLS, LOGIN, SELECT, UID SEARCH, UID FETCH, UID STORE,
-//! (UID) EXPUNGE, LOGOUT; POP3: CAPA, STLS, USER/PASS, UIDL, TOP, DELE, QUIT), with
+//! (UID) EXPUNGE, LOGOUT; POP3: CAPA, STLS, USER/PASS, STAT, TOP, DELE, QUIT), with
 //! hard limits on what a server may send, a deadline on everything, and the
 //! password never in an error.
 

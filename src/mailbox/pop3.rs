@@ -123,23 +123,25 @@ pub async fn look(target: &Target, token: &Token, deadline: Instant) -> Result<L
     {
         return Err(refused(&s.conn.peer, e));
     }
-    let listing = s.multi("UIDL", "UIDL").await?;
-    let mut numbers: Vec<u32> = listing
-        .iter()
-        .filter_map(|l| {
-            std::str::from_utf8(l)
-                .ok()?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    numbers.sort_unstable();
-    let newest = numbers.len().saturating_sub(MAX_MESSAGES);
+    // STAT, not a listing: a busy mailbox's UIDL can be megabytes. Messages are
+    // numbered 1..=N in arrival order; the newest are looked at.
+    let stat = s.ok("STAT", "STAT").await?;
+    let count: u32 = stat
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| {
+            MailboxError::Protocol(format!(
+                "{}: STAT answered {:?}, not a message count",
+                s.conn.peer,
+                crate::table::clip(&stat, 60)
+            ))
+        })?;
+    let first = count.saturating_sub(MAX_MESSAGES as u32) + 1;
+    let numbers: Vec<u32> = (first..=count).collect();
     let prefix = format!("{}.", token.relay);
     let mut result = Look::default();
-    for n in &numbers[newest..] {
+    for n in &numbers {
         let header = s
             .multi(&format!("TOP {n} 0"), "TOP")
             .await?
