@@ -392,6 +392,30 @@ proptest! {
         prop_assert!(!direct || mapped, "{} refused, its mapped form accepted", ip4);
         let _ = p.check(Scope::Cluster, IpAddr::V6(Ipv6Addr::from(v6)));
     }
+
+    /// DNS record texts are whatever a zone publishes: judging them never panics
+    /// (no DNS here: the pure judges only), and a DKIM record's shortened form stays
+    /// short.
+    #[test]
+    fn hostile_dns_records_are_judged_never_panicking(
+        record in prop_oneof![
+            ".{0,300}",
+            "v=DKIM1; k=(rsa|ed25519|é+); p=[A-Za-z0-9+/=é€ ]{0,400}",
+            "v=DMARC1;( [a-z]{1,5}=[a-zé0-9:@.]{0,20};){0,8}",
+            "v=spf1( [~?+-]?(all|ip4:[0-9./]{1,18}|include:[a-zé.]{1,30}|a|mx|exists:%\\{[a-z]\\}[a-z.]{0,20})){0,12}",
+        ],
+        codes in prop::collection::vec(any::<[u8; 4]>(), 0..4),
+    ) {
+        use smtp_relay_operator::deliverability::{dkim, dmarc, dnsbl, spf};
+        let k = dkim::judge("s1", "s1._domainkey.example.test", &record);
+        prop_assert!(k.record.as_ref().is_none_or(|r| r.chars().count() <= record.chars().count() + 8));
+        let _ = dmarc::is_dmarc(&record);
+        let _ = dmarc::judge("example.test", "_dmarc.example.test", &[&record]);
+        let _ = spf::spf_records(std::slice::from_ref(&record));
+        let _ = dkim::rsa_bits(record.as_bytes());
+        let ips: Vec<IpAddr> = codes.iter().map(|c| IpAddr::V4(Ipv4Addr::from(*c))).collect();
+        let _ = dnsbl::classify(&ips);
+    }
 }
 
 /// Text values that must survive the loader unchanged: what a manifest says is what

@@ -97,8 +97,8 @@ fn shortened(record: &str) -> String {
     tags(record)
         .iter()
         .map(|(k, v)| {
-            if k == "p" && v.len() > 24 {
-                format!("p={}…", &v[..24])
+            if k == "p" && v.chars().count() > 24 {
+                format!("p={}…", v.chars().take(24).collect::<String>())
             } else {
                 format!("{k}={v}")
             }

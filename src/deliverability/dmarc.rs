@@ -24,9 +24,10 @@ fn alignment(a: &Alignment) -> &'static str {
     }
 }
 
-fn is_dmarc(txt: &str) -> bool {
+pub fn is_dmarc(txt: &str) -> bool {
     let t = txt.trim_start();
-    t.len() >= 8 && t[..8].eq_ignore_ascii_case("v=DMARC1")
+    t.get(..8)
+        .is_some_and(|v| v.eq_ignore_ascii_case("v=DMARC1"))
 }
 
 fn pct(record: &str) -> Option<i32> {
