@@ -43,7 +43,11 @@ fn zone() -> Vec<String> {
         "macro.test 300 TXT v=spf1 exists:%{i}._spf.macro.test -all",
         "127.0.0.1._spf.macro.test 300 A 127.0.0.2",
         "void.test 300 MX 10 mx.good.test",
-        "void.test 300 TXT v=spf1 a:nx1.void.test a:nx2.void.test a:nx3.void.test ip4:127.0.0.1 -all",
+        // Three void lookups before the end: receivers give up.
+        "void.test 300 TXT v=spf1 a:nx1.void.test a:nx2.void.test a:nx3.void.test -all",
+        // Void lookups after the relay's match are never reached: pass.
+        "latevoid.test 300 MX 10 mx.good.test",
+        "latevoid.test 300 TXT v=spf1 ip4:127.0.0.1 a:nx1.void.test a:nx2.void.test a:nx3.void.test -all",
         "twospf.test 300 MX 10 mx.good.test",
         "nospf.test 300 MX 10 mx.good.test",
         "nullmx.test 300 MX 0 .",
@@ -87,7 +91,8 @@ fn zone() -> Vec<String> {
     z.push("toomany.test 300 MX 10 mx.good.test".into());
     for i in 1..=11 {
         z.push(format!(
-            "l{i}.provider.test 300 TXT v=spf1 ip4:127.0.0.1 -all"
+            // None names the relay: receivers evaluate all eleven and stop.
+            "l{i}.provider.test 300 TXT v=spf1 ip4:127.0.0.9 ?all"
         ));
     }
     z
@@ -120,6 +125,7 @@ fn query(address: &str, selectors: &[&str]) -> DomainQuery {
     DomainQuery {
         address: address.into(),
         sending: vec!["127.0.0.1".parse().expect("ip")],
+        sending_label: "[127.0.0.1]".into(),
         selectors: selectors.iter().map(|s| s.to_string()).collect(),
         relay_host: "127.0.0.1".into(),
     }
@@ -192,6 +198,12 @@ async fn spf_results_are_the_rfc_results_with_the_record_read() {
             "SpfTooManyLookups",
         ),
         (
+            "a@latevoid.test",
+            "pass",
+            ConditionStatus::False,
+            "DmarcMissing",
+        ),
+        (
             "a@twospf.test",
             "permerror",
             ConditionStatus::False,
@@ -228,6 +240,7 @@ async fn spf_results_are_the_rfc_results_with_the_record_read() {
     // The same domain judged for an address it does not authorize.
     let mut other = query("a@good.test", &[]);
     other.sending = vec!["127.0.0.7".parse().expect("ip")];
+    other.sending_label = "[127.0.0.7]".into();
     assert_eq!(c.check_domain(&other).await.spf.result, "fail");
 }
 

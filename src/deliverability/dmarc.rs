@@ -48,10 +48,17 @@ fn pct(record: &str) -> Option<i32> {
 /// labels (at most 8 in all).
 pub fn candidates(domain: &str) -> Vec<String> {
     let labels: Vec<&str> = domain.trim_end_matches('.').split('.').collect();
-    (0..labels.len().saturating_sub(1))
-        .take(8)
-        .map(|i| labels[i..].join("."))
-        .collect()
+    let n = labels.len();
+    // The name itself, then (DMARCbis tree walk) at most its rightmost 7 labels, one
+    // label fewer each time, down to two labels: never the TLD.
+    let mut out = vec![labels.join(".")];
+    for keep in (2..n.min(8)).rev() {
+        let name = labels[n - keep..].join(".");
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 fn outcome(result: &str, message: String) -> DmarcCheck {
@@ -92,7 +99,12 @@ pub fn judge(domain: &str, name: &str, records: &[&String]) -> DmarcCheck {
     };
     out.result = "Found".into();
     out.policy = Some(policy(&parsed.p).into());
-    out.subdomain_policy = Some(policy(&parsed.sp).into());
+    // sp= absent: subdomains follow p= (RFC 7489 §6.3).
+    let has_sp = record.split(';').any(|t| {
+        t.split_once('=')
+            .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("sp"))
+    });
+    out.subdomain_policy = Some(policy(if has_sp { &parsed.sp } else { &parsed.p }).into());
     out.pct = Some(pct(&record).unwrap_or(100));
     out.adkim = Some(alignment(&parsed.adkim).into());
     out.aspf = Some(alignment(&parsed.aspf).into());
@@ -134,4 +146,44 @@ pub async fn check(r: &TokioResolver, domain: &str) -> DmarcCheck {
             "no DMARC record at _dmarc.{domain} nor at a parent domain: publish \"v=DMARC1; p=none; rua=mailto:...\" and tighten to quarantine/reject once reports are clean"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_asks_the_name_then_at_most_seven_labels_down_to_two() {
+        assert_eq!(
+            candidates("a.example.com"),
+            ["a.example.com", "example.com"]
+        );
+        assert_eq!(candidates("example.com"), ["example.com"]);
+        let deep = "a.b.c.d.e.f.g.h.i.example.com";
+        let c = candidates(deep);
+        assert_eq!(c.first().map(String::as_str), Some(deep));
+        assert_eq!(c.get(1).map(String::as_str), Some("e.f.g.h.i.example.com"));
+        assert_eq!(c.last().map(String::as_str), Some("example.com"));
+        assert!(c.iter().all(|n| n.contains('.')), "never the TLD: {c:?}");
+    }
+
+    #[test]
+    fn an_inherited_record_applies_its_subdomain_policy() {
+        use crate::deliverability::verdict::domain_condition;
+        let rec = "v=DMARC1; p=reject; sp=none".to_string();
+        let mut d = crate::api::DomainDeliverability {
+            domain: "mail.example.test".into(),
+            ..Default::default()
+        };
+        d.spf.result = "pass".into();
+        d.mx.result = "Found".into();
+        d.dmarc = judge("mail.example.test", "_dmarc.example.test", &[&rec]);
+        assert_eq!(d.dmarc.subdomain_policy.as_deref(), Some("none"));
+        assert_eq!(domain_condition(&d).reason, "DmarcPolicyNone");
+        // Without sp=, subdomains follow p=.
+        let rec = "v=DMARC1; p=reject".to_string();
+        d.dmarc = judge("mail.example.test", "_dmarc.example.test", &[&rec]);
+        assert_eq!(d.dmarc.subdomain_policy.as_deref(), Some("reject"));
+        assert_eq!(domain_condition(&d).reason, "Authenticated");
+    }
 }

@@ -41,6 +41,9 @@ pub struct DomainQuery {
     pub address: String,
     /// The relay's sending addresses (already resolved).
     pub sending: Vec<IpAddr>,
+    /// Where they come from ([`sending_label`]): what the check is re-run for. Not
+    /// the resolved addresses, which rotate behind many providers' host names.
+    pub sending_label: String,
     /// DKIM selectors to check.
     pub selectors: Vec<String>,
     /// The relay host (HELO name for SPF macros).
@@ -57,12 +60,10 @@ impl DomainQuery {
 
     /// What the results depend on: a change checks again at once.
     pub fn inputs(&self) -> String {
-        let mut sending: Vec<String> = self.sending.iter().map(|i| i.to_string()).collect();
-        sending.sort();
         format!(
-            "{} via [{}] dkim [{}]",
+            "{} via {} dkim [{}]",
             self.domain().to_ascii_lowercase(),
-            sending.join(","),
+            self.sending_label,
             self.selectors.join(",")
         )
     }
@@ -70,12 +71,22 @@ impl DomainQuery {
 
 type Pending = Shared<BoxFuture<'static, Arc<DomainDeliverability>>>;
 
+/// Where a relay's sending addresses come from, for [`DomainQuery::sending_label`].
+pub fn sending_label(spec: &RelayDeliverabilitySpec, host: &str) -> String {
+    if spec.sending_addresses.is_empty() {
+        format!("host {}", host.to_ascii_lowercase())
+    } else {
+        format!("[{}]", spec.sending_addresses.join(","))
+    }
+}
+
 /// The resolver, the blocklist zones and the checks in flight.
 #[derive(Clone)]
 pub struct Checker {
     auth: MessageAuthenticator,
     zones: Arc<Vec<String>>,
-    in_flight: Arc<Mutex<HashMap<DomainQuery, Pending>>>,
+    in_flight: Arc<Mutex<HashMap<DomainQuery, (u64, Pending)>>>,
+    runs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn parse_cidr(entry: &str) -> Option<(IpAddr, u32)> {
@@ -165,6 +176,7 @@ impl Checker {
             auth: MessageAuthenticator(dns::resolver(settings)?),
             zones: Arc::new(zones),
             in_flight: Arc::default(),
+            runs: Arc::default(),
         })
     }
 
@@ -196,33 +208,44 @@ impl Checker {
             return Ok(vec![ip]);
         }
         let mut ips = dns::addresses(self.resolver(), bare).await?;
+        ips.sort();
+        ips.dedup();
         ips.truncate(MAX_BLOCKLIST_ADDRESSES);
         Ok(ips)
     }
 
-    /// Check a sender domain. Concurrent checks of the same query share one run.
+    /// Check a sender domain. Concurrent checks of the same query share one run; the
+    /// run itself removes its entry when done (whoever waits, or not), and a panic in
+    /// it becomes a temporary failure instead of poisoning the entry.
     pub async fn check_domain(&self, query: &DomainQuery) -> Arc<DomainDeliverability> {
         let pending = {
             let mut map = self
                 .in_flight
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let next_id = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             map.entry(query.clone())
                 .or_insert_with(|| {
                     let auth = self.auth.clone();
                     let q = query.clone();
-                    async move { Arc::new(run_domain(&auth, &q).await) }
-                        .boxed()
-                        .shared()
+                    let map = Arc::clone(&self.in_flight);
+                    let run = async move {
+                        let out = std::panic::AssertUnwindSafe(run_domain(&auth, &q))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| failed_run(&q));
+                        let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+                        if map.get(&q).is_some_and(|(id, _)| *id == next_id) {
+                            map.remove(&q);
+                        }
+                        Arc::new(out)
+                    };
+                    (next_id, run.boxed().shared())
                 })
+                .1
                 .clone()
         };
-        let out = pending.await;
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(query);
-        out
+        pending.await
     }
 
     /// Look every address up in every zone.
@@ -249,6 +272,24 @@ impl Checker {
         }
         out
     }
+}
+
+/// The result of a run that failed unexpectedly: a temporary failure everywhere.
+fn failed_run(q: &DomainQuery) -> DomainDeliverability {
+    let why = "the check failed unexpectedly; it is tried again".to_string();
+    let mut d = DomainDeliverability {
+        domain: q.domain().to_ascii_lowercase(),
+        checked_at: jiff::Timestamp::now().to_string(),
+        inputs: q.inputs(),
+        ..Default::default()
+    };
+    d.mx.result = "TempError".into();
+    d.mx.message = why.clone();
+    d.spf.result = "temperror".into();
+    d.spf.message = why.clone();
+    d.dmarc.result = "TempError".into();
+    d.dmarc.message = why;
+    d
 }
 
 async fn run_domain(auth: &MessageAuthenticator, q: &DomainQuery) -> DomainDeliverability {

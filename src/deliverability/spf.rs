@@ -3,7 +3,6 @@
 //! counts its DNS-querying terms and void lookups (which mail-auth does not report),
 //! and words the result.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use futures::future::BoxFuture;
@@ -34,7 +33,6 @@ pub fn spf_records(txt: &[String]) -> Vec<&String> {
 struct Walk {
     lookups: i32,
     voids: i32,
-    visited: BTreeSet<String>,
 }
 
 fn literal(m: &Macro, current: &str) -> Option<String> {
@@ -55,7 +53,8 @@ fn walk<'a>(
     w: &'a mut Walk,
 ) -> BoxFuture<'a, ()> {
     Box::pin(async move {
-        if depth > 12 || !w.visited.insert(domain.clone()) {
+        // Receivers count a domain included twice twice; the depth bounds loops.
+        if depth > 12 {
             return;
         }
         let mut follow = Vec::new();
@@ -130,14 +129,16 @@ fn name(result: SpfResult) -> &'static str {
 }
 
 /// How bad a result is for the relay, worst last.
+/// A definite refusal outranks a temporary error: one address failing is news even
+/// when another could not be evaluated.
 fn rank(result: &str) -> u8 {
     match result {
         "pass" => 0,
         "none" => 1,
-        "neutral" => 2,
-        "softfail" => 3,
-        "fail" => 4,
-        "temperror" => 5,
+        "temperror" => 2,
+        "neutral" => 3,
+        "softfail" => 4,
+        "fail" => 5,
         _ => 6,
     }
 }
@@ -224,13 +225,17 @@ pub async fn evaluate(
         .max_by_key(|r| rank(r))
         .unwrap_or("none")
         .to_string();
-    let message = if w.lookups > MAX_LOOKUPS {
+    // The counts overrule the evaluation only where receivers meet them: past 10
+    // terms check_host itself gives permerror; void lookups count when no term
+    // matched before the end (fail, softfail, neutral: every term was evaluated).
+    let evaluated_all = matches!(worst.as_str(), "fail" | "softfail" | "neutral");
+    let message = if w.lookups > MAX_LOOKUPS && worst == "permerror" {
         worst = "permerror".into();
         format!(
             "the SPF record of {domain} needs {} DNS-querying terms through its includes (receivers stop at {MAX_LOOKUPS}, RFC 7208 §4.6.4): flatten includes or replace them with ip4/ip6",
             w.lookups
         )
-    } else if w.voids > MAX_VOID_LOOKUPS {
+    } else if w.voids > MAX_VOID_LOOKUPS && evaluated_all {
         worst = "permerror".into();
         format!(
             "the SPF record of {domain} has {} lookups that return nothing (receivers stop at {MAX_VOID_LOOKUPS}, RFC 7208 §4.6.4): remove the terms naming missing hosts",

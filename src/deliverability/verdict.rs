@@ -64,8 +64,22 @@ pub fn domain_condition(d: &DomainDeliverability) -> Judgement {
         "temperror" => {}
         _ => failures.push((r::SPF_NOT_AUTHORIZING_RELAY, d.spf.message.clone())),
     }
+    // Inherited from a parent domain, the subdomain policy (sp, else p) applies.
+    let inherited = d
+        .dmarc
+        .found_at
+        .as_deref()
+        .is_some_and(|at| at != format!("_dmarc.{}", d.domain));
+    let effective = if inherited {
+        d.dmarc
+            .subdomain_policy
+            .as_deref()
+            .or(d.dmarc.policy.as_deref())
+    } else {
+        d.dmarc.policy.as_deref()
+    };
     match d.dmarc.result.as_str() {
-        "Found" if d.dmarc.policy.as_deref() == Some("none") => warnings.push((
+        "Found" if effective == Some("none") => warnings.push((
             r::DMARC_POLICY_NONE,
             format!(
                 "{}: receivers only monitor; move to quarantine or reject once reports are clean",
@@ -217,7 +231,7 @@ pub fn blocklist_condition(b: &BlocklistStatus) -> Judgement {
             ),
         );
     }
-    if b.addresses.is_empty() {
+    if b.addresses.is_empty() && b.unanswered.is_empty() {
         return judgement(
             ConditionStatus::Unknown,
             r::NO_SENDING_ADDRESSES,
@@ -260,14 +274,16 @@ pub fn keep_last_blocklist(
     fresh: BlocklistStatus,
     now: Timestamp,
 ) -> BlocklistStatus {
+    // No zone answered, or the relay's own addresses could not be resolved.
+    let host_unresolved = fresh.addresses.is_empty();
     let nothing_answered = !fresh.unanswered.is_empty()
         && fresh.listings.is_empty()
         && fresh.unanswered.iter().all(|u| u.code.is_none())
-        && fresh.unanswered.len() == fresh.addresses.len() * fresh.zones.len();
+        && (host_unresolved || fresh.unanswered.len() == fresh.addresses.len() * fresh.zones.len());
     match previous {
         Some(prev)
             if nothing_answered
-                && prev.addresses == fresh.addresses
+                && (host_unresolved || prev.addresses == fresh.addresses)
                 && prev.unanswered.is_empty() =>
         {
             let mut kept = prev.clone();

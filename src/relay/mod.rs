@@ -178,11 +178,28 @@ pub async fn evaluate(
     let blocklist = async {
         let checker = relay.blocklists.filter(|c| !c.zones().is_empty())?;
         let now = Timestamp::now().round(jiff::Unit::Second).ok()?.to_string();
-        let addresses = checker
+        match checker
             .sending_addresses(&relay.spec.deliverability, &relay.spec.host, true)
             .await
-            .unwrap_or_default();
-        Some(checker.check_blocklists(&addresses, &now).await)
+        {
+            Ok(addresses) => Some(checker.check_blocklists(&addresses, &now).await),
+            Err(crate::deliverability::Miss::NotFound) => {
+                Some(checker.check_blocklists(&[], &now).await)
+            }
+            // No answer about the relay's own addresses: a temporary failure (the last
+            // answers are kept), not a configuration problem.
+            Err(crate::deliverability::Miss::Temporary(e)) => Some(crate::api::BlocklistStatus {
+                checked_at: now,
+                zones: checker.zones().to_vec(),
+                unanswered: vec![crate::api::BlocklistEntry {
+                    address: relay.spec.host.clone(),
+                    zone: "-".into(),
+                    code: None,
+                    reason: format!("no answer resolving the relay host: {e}"),
+                }],
+                ..Default::default()
+            }),
+        }
     };
     let token = mailbox
         .as_ref()

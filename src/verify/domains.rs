@@ -43,7 +43,9 @@ pub struct IdentityVerdict {
 impl IdentityVerdict {
     /// False only when enforce is set and the domain is not authenticated.
     pub fn acceptable(&self) -> bool {
+        // Not checked (checks off, relay not in the files): nothing to hold against it.
         !self.enforce
+            || self.conditions.is_empty()
             || self.conditions.iter().any(|c| {
                 c.type_ == identity_conditions::DOMAIN_AUTHENTICATED
                     && c.status == ConditionStatus::True
@@ -134,6 +136,10 @@ pub async fn check_identities(
         let query = DomainQuery {
             address: i.spec.address.clone(),
             sending,
+            sending_label: crate::deliverability::sending_label(
+                &relay.spec.deliverability,
+                &relay.spec.host,
+            ),
             selectors,
             relay_host: relay.spec.host.clone(),
         };

@@ -78,7 +78,7 @@ pub fn decide(
             &pending_secret,
             now,
         );
-        with_deliverability(next, previous, spec, observed.domain.as_ref(), now)
+        with_deliverability(next, previous, spec, &observed.domain, now)
     });
     // Credentials published earlier that must not stay where they are.
     let withdraw = revoked_secret(

@@ -114,7 +114,7 @@ async fn write_final_status(
         status,
         current.status.as_ref(),
         spec,
-        observed.domain.as_ref(),
+        &observed.domain,
         Timestamp::now(),
     );
     if Some(&status) == current.status.as_ref() {
@@ -152,7 +152,7 @@ async fn write_final_status(
             status,
             latest.status.as_ref(),
             &latest.spec,
-            observed.domain.as_ref(),
+            &observed.domain,
             Timestamp::now(),
         );
         written = write_identity_status(ctx, &latest, &status).await;

@@ -166,8 +166,8 @@ pub struct Observed {
     pub relay: Result<RelayView, RelayProblem>,
     /// The relay object behind `relay`, to resolve its session target from.
     pub object: Option<RelayObject>,
-    /// The address's domain read from DNS now (None: not due, or checks are off).
-    pub domain: Option<crate::api::DomainDeliverability>,
+    /// The address's domain, when it was read from DNS now.
+    pub domain: DomainObservation,
     /// When the domain is due again.
     pub domain_due: Option<Duration>,
 }
@@ -181,6 +181,21 @@ impl RelayObject {
     }
 }
 
+/// What observing the address's domain found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DomainObservation {
+    /// Not due, or not knowable now: the status keeps what it has.
+    #[default]
+    Unchanged,
+    /// The operator runs without deliverability checks: nothing is reported.
+    Off,
+    /// Read from DNS now.
+    Checked(Box<crate::api::DomainDeliverability>),
+    /// The relay's sending addresses cannot be known (its host does not resolve
+    /// through the deliverability resolver): why, in words.
+    RelayUnknown(String),
+}
+
 /// Read the address's domain from DNS when it is due (the relay's verification
 /// interval, or a change of the domain, sending addresses or selectors).
 async fn observe_domain(
@@ -188,10 +203,10 @@ async fn observe_domain(
     spec: &SenderIdentitySpec,
     previous: Option<&crate::api::DomainDeliverability>,
     object: &RelayObject,
-) -> (Option<crate::api::DomainDeliverability>, Option<Duration>) {
-    use crate::deliverability::{DomainQuery, verdict};
+) -> (DomainObservation, Option<Duration>) {
+    use crate::deliverability::{DomainQuery, Miss, verdict};
     let Some(checker) = ctx.settings.deliverability.as_ref() else {
-        return (None, None);
+        return (DomainObservation::Off, None);
     };
     let relay = object.spec();
     let interval = parse_duration("verification.interval", &relay.verification.interval)
@@ -202,8 +217,20 @@ async fn observe_domain(
         .await
     {
         Ok(s) => s,
-        // The relay host does not resolve now: keep what is known, try again soon.
-        Err(_) => return (None, Some(verdict::TEMPORARY_RETRY.min(interval))),
+        Err(Miss::NotFound) => {
+            let why = format!(
+                "the relay's sending addresses are unknown: {} does not resolve through the deliverability checks' resolver (an in-cluster Service name?); set spec.deliverability.sendingAddresses on the relay to the addresses receivers see",
+                relay.host
+            );
+            return (DomainObservation::RelayUnknown(why), Some(interval));
+        }
+        // No answer now: keep what is known, try again soon.
+        Err(Miss::Temporary(_)) => {
+            return (
+                DomainObservation::Unchanged,
+                Some(verdict::TEMPORARY_RETRY.min(interval)),
+            );
+        }
     };
     let selectors = if spec.deliverability.dkim_selectors.is_empty() {
         relay.deliverability.dkim_selectors.clone()
@@ -213,11 +240,12 @@ async fn observe_domain(
     let query = DomainQuery {
         address: spec.address.clone(),
         sending,
+        sending_label: crate::deliverability::sending_label(&relay.deliverability, &relay.host),
         selectors,
         relay_host: relay.host.clone(),
     };
     if let Some(wait) = verdict::domain_due(previous, &query.inputs(), interval, Timestamp::now()) {
-        return (None, Some(wait));
+        return (DomainObservation::Unchanged, Some(wait));
     }
     let fresh = (*checker.check_domain(&query).await).clone();
     let wait = if verdict::has_temporary_failure(&fresh).is_some() {
@@ -225,7 +253,7 @@ async fn observe_domain(
     } else {
         interval
     };
-    (Some(fresh), Some(wait))
+    (DomainObservation::Checked(Box::new(fresh)), Some(wait))
 }
 
 /// The relay's session target (credentials included), its TLS mode and custom headers.
@@ -247,8 +275,19 @@ pub(super) async fn observe(
 ) -> Result<Observed, Error> {
     match find_relay(ctx, namespace, spec).await {
         Ok((view, object)) => {
+            let waiting = previous.is_none()
+                && view
+                    .not_ready
+                    .as_ref()
+                    .is_some_and(|(r, _)| r == reasons::NOT_VERIFIED);
             let previous = previous.and_then(|s| s.deliverability.as_ref());
-            let (domain, domain_due) = observe_domain(ctx, spec, previous, &object).await;
+            // A new identity waiting for its relay's first verification writes nothing
+            // yet (first_status_can_wait): no DNS check for it either.
+            let (domain, domain_due) = if waiting {
+                (DomainObservation::Unchanged, None)
+            } else {
+                observe_domain(ctx, spec, previous, &object).await
+            };
             Ok(Observed {
                 relay: Ok(view),
                 object: Some(object),
@@ -260,7 +299,7 @@ pub(super) async fn observe(
         Err(p) => Ok(Observed {
             relay: Err(p),
             object: None,
-            domain: None,
+            domain: DomainObservation::Unchanged,
             domain_due: None,
         }),
     }

@@ -421,7 +421,7 @@ mod tests {
         let observed = |relay: Result<RelayView, RelayProblem>| Observed {
             relay,
             object: None,
-            domain: None,
+            domain: DomainObservation::Unchanged,
             domain_due: None,
         };
         if let Ok(r) = w.relay.as_mut() {
