@@ -34,6 +34,7 @@ mod observe;
 mod plan;
 mod secret;
 mod status;
+mod targets;
 
 pub use actions::*;
 pub use deliverability::*;
@@ -41,6 +42,7 @@ pub use observe::*;
 pub use plan::*;
 pub use secret::*;
 pub use status::*;
+pub use targets::*;
 
 pub use crate::api::{CODE_ANNOTATION, RESEND_ANNOTATION};
 /// At most this many confirmation mails per identity in 24 hours.
@@ -143,7 +145,13 @@ async fn reconcile_in_span(
     // The relay's session target, read once and only when the plan needs it.
     let target = match &observed.object {
         Some(object) if needs_target(spec, &observed, &plan) => {
-            Some(relay_target(&ctx, object).await)
+            // Confirmation mails (the burst at scale) may reuse a relay's target for a
+            // few seconds; published credentials are always read fresh.
+            Some(if plan.send {
+                shared_relay_target(&ctx, object).await
+            } else {
+                relay_target(&ctx, object).await
+            })
         }
         _ => None,
     };
