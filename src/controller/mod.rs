@@ -90,8 +90,6 @@ pub struct Context {
     pub confirmation: Option<ConfirmContext>,
     /// Confirmation mails per address, across identities (bounds resends).
     pub sends: sender_identity::SendLog,
-    /// Relays' resolved session targets, reused for a few seconds.
-    pub targets: sender_identity::TargetCache,
 }
 
 /// The controllers' caches, for gauges computed at scrape time.
@@ -409,7 +407,6 @@ pub async fn run(
     });
     let ctx = Arc::new(Context {
         sends: Default::default(),
-        targets: Default::default(),
         metrics,
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),

@@ -172,7 +172,6 @@ pub fn context(
         metrics: std::sync::Arc::new(smtp_relay_operator::metrics::Metrics::new()),
         confirmation,
         sends: Default::default(),
-        targets: Default::default(),
     })
 }
 

@@ -34,7 +34,6 @@ mod observe;
 mod plan;
 mod secret;
 mod status;
-mod targets;
 
 pub use actions::*;
 pub use deliverability::*;
@@ -42,7 +41,6 @@ pub use observe::*;
 pub use plan::*;
 pub use secret::*;
 pub use status::*;
-pub use targets::*;
 
 pub use crate::api::{CODE_ANNOTATION, RESEND_ANNOTATION};
 /// At most this many confirmation mails per identity in 24 hours.
@@ -145,13 +143,7 @@ async fn reconcile_in_span(
     // The relay's session target, read once and only when the plan needs it.
     let target = match &observed.object {
         Some(object) if needs_target(spec, &observed, &plan) => {
-            // Confirmation mails (the burst at scale) may reuse a relay's target for a
-            // few seconds; published credentials are always read fresh.
-            Some(if plan.send {
-                shared_relay_target(&ctx, object).await
-            } else {
-                relay_target(&ctx, object).await
-            })
+            Some(relay_target(&ctx, object).await)
         }
         _ => None,
     };

@@ -257,7 +257,7 @@ async fn observe_domain(
 }
 
 /// The relay's session target (credentials included), its TLS mode and custom headers.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct RelayTarget {
     pub target: smtp::Target,
     pub mode: TlsMode,
