@@ -116,47 +116,15 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
         Some(auth) => {
             let r = &auth.credentials_secret_ref;
             let ns = relay.ref_namespace(r.namespace.as_deref());
-            let what = format!("Secret {ns}/{}", r.name);
-            let secret = source.secret(ns, &r.name).await.map_err(|e| InputProblem {
-                condition: types::CREDENTIALS_RESOLVED,
-                reason: match e {
-                    SourceError::Forbidden(_) => reasons::SECRET_FORBIDDEN,
-                    SourceError::Other { .. } => reasons::SOURCE_UNAVAILABLE,
-                },
-                message: e.to_string(),
-            })?;
-            let secret = secret.ok_or_else(|| InputProblem {
-                condition: types::CREDENTIALS_RESOLVED,
-                reason: reasons::SECRET_NOT_FOUND,
-                message: format!("{what} does not exist"),
-            })?;
-            if secret.labels.get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") {
-                return Err(InputProblem {
-                    condition: types::CREDENTIALS_RESOLVED,
-                    reason: reasons::SECRET_NOT_LABELLED,
-                    message: format!(
-                        "{what} is not marked for relay use: label it {CREDENTIALS_LABEL}=true"
-                    ),
-                });
-            }
-            let key = |k: &str| -> Result<String, InputProblem> {
-                let bytes = secret.data.get(k).ok_or_else(|| InputProblem {
-                    condition: types::CREDENTIALS_RESOLVED,
-                    reason: reasons::SECRET_KEY_MISSING,
-                    message: format!(
-                        "{what} has no key {k:?} (keys: {})",
-                        secret.data.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                })?;
-                String::from_utf8(bytes.clone()).map_err(|_| InputProblem {
-                    condition: types::CREDENTIALS_RESOLVED,
-                    reason: reasons::SECRET_KEY_MISSING,
-                    message: format!("{what} key {k:?} is not UTF-8 text"),
-                })
-            };
-            let username = key(&r.username_key)?;
-            let password = key(&r.password_key)?;
-            versions.push(format!("s{}", secret.version));
+            let (username, password, version) =
+                read_credentials(source, ns, r)
+                    .await
+                    .map_err(|p| InputProblem {
+                        condition: types::CREDENTIALS_RESOLVED,
+                        reason: p.reason,
+                        message: p.message,
+                    })?;
+            versions.push(format!("s{version}"));
             Some(smtp::Credentials {
                 mechanism: match auth.mechanism {
                     AuthMechanismSpec::Plain => smtp::AuthMechanism::Plain,
@@ -172,64 +140,40 @@ pub async fn resolve(relay: &RelayRef<'_>, source: &impl Source) -> Result<Resol
         None => None,
         Some(ca) => {
             let ns = relay.ref_namespace(ca.namespace.as_deref());
-            let what = format!("{:?} {ns}/{}", ca.kind, ca.name);
             let problem = |reason, message| InputProblem {
                 condition: types::SECURE_TRANSPORT,
                 reason,
                 message,
             };
-            let fetched = match ca.kind {
-                CaBundleKind::Secret => source.secret(ns, &ca.name).await,
-                CaBundleKind::ConfigMap => source.config_map(ns, &ca.name).await,
-            }
-            .map_err(|e| match e {
-                SourceError::Forbidden(_) => problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string()),
-                SourceError::Other { .. } => problem(reasons::SOURCE_UNAVAILABLE, e.to_string()),
-            })?
-            .ok_or_else(|| {
-                problem(
-                    reasons::CA_BUNDLE_NOT_FOUND,
-                    format!("{what} does not exist"),
-                )
+            let (pem, version) = read_ca_bundle(source, ns, ca).await.map_err(|e| match e {
+                CaBundleError::Unreadable(e @ SourceError::Forbidden(_)) => {
+                    problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string())
+                }
+                CaBundleError::Unreadable(e) => problem(reasons::SOURCE_UNAVAILABLE, e.to_string()),
+                CaBundleError::Missing(m) => problem(reasons::CA_BUNDLE_NOT_FOUND, m),
             })?;
-            let pem = fetched.data.get(&ca.key).cloned().ok_or_else(|| {
-                problem(
-                    reasons::CA_BUNDLE_NOT_FOUND,
-                    format!("{what} has no key {:?}", ca.key),
-                )
-            })?;
-            versions.push(format!("c{}", fetched.version));
+            versions.push(format!("c{version}"));
             Some(pem)
         }
     };
 
-    let security = match spec.tls.mode {
-        TlsMode::None => smtp::Security::None,
-        TlsMode::StartTls => smtp::Security::StartTls,
-        TlsMode::Tls => smtp::Security::Tls,
+    let (security, tls) = match tls_settings(&spec.host, &spec.tls, ca_bundle_pem) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(match e {
+                smtp::TlsSetupError::CaBundle(message) => InputProblem {
+                    condition: types::SECURE_TRANSPORT,
+                    reason: reasons::CA_BUNDLE_INVALID,
+                    message,
+                },
+                smtp::TlsSetupError::ServerName(message) => InputProblem {
+                    condition: types::READY,
+                    reason: reasons::INVALID_SPEC,
+                    message,
+                },
+            });
+        }
     };
-    let mut tls = smtp::TlsSettings {
-        server_name: spec.tls.server_name.clone(),
-        ca_bundle_pem,
-        insecure_skip_verify: spec.tls.insecure_skip_verify,
-        prepared: None,
-    };
-    if security != smtp::Security::None
-        && let Err(e) = smtp::prepare_tls(&spec.host, &mut tls)
-    {
-        return Err(match e {
-            smtp::TlsSetupError::CaBundle(message) => InputProblem {
-                condition: types::SECURE_TRANSPORT,
-                reason: reasons::CA_BUNDLE_INVALID,
-                message,
-            },
-            smtp::TlsSetupError::ServerName(message) => InputProblem {
-                condition: types::READY,
-                reason: reasons::INVALID_SPEC,
-                message,
-            },
-        });
-    }
     let message = spec
         .verification
         .recipient

@@ -21,6 +21,7 @@ mod conditions;
 #[cfg(test)]
 mod fixtures;
 mod inputs;
+mod references;
 mod round_trip;
 mod schedule;
 mod status;
@@ -29,6 +30,7 @@ mod trend;
 
 pub use conditions::*;
 pub use inputs::*;
+pub use references::*;
 pub use round_trip::*;
 pub use schedule::*;
 pub use status::*;

@@ -85,86 +85,28 @@ pub async fn resolve_mailbox(
     };
     let r = &rt.credentials_secret_ref;
     let ns = relay.ref_namespace(r.namespace.as_deref());
-    let what = format!("Secret {ns}/{}", r.name);
-    let secret = source
-        .secret(ns, &r.name)
+    let (username, password, version) = read_credentials(source, ns, r)
         .await
-        .map_err(|e| {
-            let reason = match e {
-                SourceError::Forbidden(_) => reasons::SECRET_FORBIDDEN,
-                SourceError::Other { .. } => reasons::SOURCE_UNAVAILABLE,
-            };
-            problem(reason, e.to_string())
-        })?
-        .ok_or_else(|| problem(reasons::SECRET_NOT_FOUND, format!("{what} does not exist")))?;
-    if secret.labels.get(CREDENTIALS_LABEL).map(String::as_str) != Some("true") {
-        return Err(problem(
-            reasons::SECRET_NOT_LABELLED,
-            format!("{what} is not marked for relay use: label it {CREDENTIALS_LABEL}=true"),
-        ));
-    }
-    let key = |k: &str| -> Result<String, Delivery> {
-        let bytes = secret.data.get(k).ok_or_else(|| {
-            problem(
-                reasons::SECRET_KEY_MISSING,
-                format!("{what} has no key {k:?}"),
-            )
-        })?;
-        String::from_utf8(bytes.clone()).map_err(|_| {
-            problem(
-                reasons::SECRET_KEY_MISSING,
-                format!("{what} key {k:?} is not UTF-8 text"),
-            )
-        })
-    };
-    let username = key(&r.username_key)?;
-    let password = key(&r.password_key)?;
-    versions.push(format!("m{}", secret.version));
+        .map_err(|p| problem(p.reason, p.message))?;
+    versions.push(format!("m{version}"));
     let ca_bundle_pem = match &rt.tls.ca_bundle_ref {
         None => None,
         Some(ca) => {
             let ns = relay.ref_namespace(ca.namespace.as_deref());
-            let what = format!("{:?} {ns}/{}", ca.kind, ca.name);
-            let fetched = match ca.kind {
-                CaBundleKind::Secret => source.secret(ns, &ca.name).await,
-                CaBundleKind::ConfigMap => source.config_map(ns, &ca.name).await,
-            }
-            .map_err(|e| problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string()))?
-            .ok_or_else(|| {
-                problem(
-                    reasons::CA_BUNDLE_NOT_FOUND,
-                    format!("{what} does not exist"),
-                )
+            let (pem, version) = read_ca_bundle(source, ns, ca).await.map_err(|e| match e {
+                CaBundleError::Unreadable(e) => {
+                    problem(reasons::CA_BUNDLE_NOT_FOUND, e.to_string())
+                }
+                CaBundleError::Missing(m) => problem(reasons::CA_BUNDLE_NOT_FOUND, m),
             })?;
-            let pem = fetched.data.get(&ca.key).cloned().ok_or_else(|| {
-                problem(
-                    reasons::CA_BUNDLE_NOT_FOUND,
-                    format!("{what} has no key {:?}", ca.key),
-                )
-            })?;
-            versions.push(format!("n{}", fetched.version));
+            versions.push(format!("n{version}"));
             Some(pem)
         }
     };
-    let security = match rt.tls.mode {
-        TlsMode::None => smtp::Security::None,
-        TlsMode::StartTls => smtp::Security::StartTls,
-        TlsMode::Tls => smtp::Security::Tls,
-    };
-    let mut tls = smtp::TlsSettings {
-        server_name: rt.tls.server_name.clone(),
-        ca_bundle_pem,
-        insecure_skip_verify: rt.tls.insecure_skip_verify,
-        prepared: None,
-    };
-    if security != smtp::Security::None
-        && let Err(e) = smtp::prepare_tls(&rt.host, &mut tls)
-    {
-        return Err(match e {
-            smtp::TlsSetupError::CaBundle(m) => problem(reasons::CA_BUNDLE_INVALID, m),
-            smtp::TlsSetupError::ServerName(m) => problem(reasons::INVALID_SPEC, m),
-        });
-    }
+    let (security, tls) = tls_settings(&rt.host, &rt.tls, ca_bundle_pem).map_err(|e| match e {
+        smtp::TlsSetupError::CaBundle(m) => problem(reasons::CA_BUNDLE_INVALID, m),
+        smtp::TlsSetupError::ServerName(m) => problem(reasons::INVALID_SPEC, m),
+    })?;
     let folders = if rt.folders.is_empty() {
         crate::api::DEFAULT_FOLDERS
             .iter()
