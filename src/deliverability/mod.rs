@@ -51,6 +51,27 @@ pub struct DomainQuery {
 }
 
 impl DomainQuery {
+    /// The check of an identity's address through a relay whose sending addresses
+    /// were resolved as `sending`: the identity's DKIM selectors, else the relay's.
+    pub fn for_identity(
+        identity: &crate::api::SenderIdentitySpec,
+        relay: &crate::api::SmtpRelaySpec,
+        sending: Vec<IpAddr>,
+    ) -> DomainQuery {
+        let selectors = if identity.deliverability.dkim_selectors.is_empty() {
+            &relay.deliverability.dkim_selectors
+        } else {
+            &identity.deliverability.dkim_selectors
+        };
+        DomainQuery {
+            address: identity.address.clone(),
+            sending,
+            sending_label: sending_label(&relay.deliverability, &relay.host),
+            selectors: selectors.clone(),
+            relay_host: relay.host.clone(),
+        }
+    }
+
     pub fn domain(&self) -> &str {
         self.address
             .rsplit_once('@')

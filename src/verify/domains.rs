@@ -128,21 +128,7 @@ pub async fn check_identities(
                 return v;
             }
         };
-        let selectors = if i.spec.deliverability.dkim_selectors.is_empty() {
-            relay.spec.deliverability.dkim_selectors.clone()
-        } else {
-            i.spec.deliverability.dkim_selectors.clone()
-        };
-        let query = DomainQuery {
-            address: i.spec.address.clone(),
-            sending,
-            sending_label: crate::deliverability::sending_label(
-                &relay.spec.deliverability,
-                &relay.spec.host,
-            ),
-            selectors,
-            relay_host: relay.spec.host.clone(),
-        };
+        let query = DomainQuery::for_identity(&i.spec, &relay.spec, sending);
         let d = (*checker.check_domain(&query).await).clone();
         v.conditions.push(condition(verdict::domain_condition(&d)));
         v.deliverability = Some(d);

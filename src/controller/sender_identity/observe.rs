@@ -232,18 +232,7 @@ async fn observe_domain(
             );
         }
     };
-    let selectors = if spec.deliverability.dkim_selectors.is_empty() {
-        relay.deliverability.dkim_selectors.clone()
-    } else {
-        spec.deliverability.dkim_selectors.clone()
-    };
-    let query = DomainQuery {
-        address: spec.address.clone(),
-        sending,
-        sending_label: crate::deliverability::sending_label(&relay.deliverability, &relay.host),
-        selectors,
-        relay_host: relay.host.clone(),
-    };
+    let query = DomainQuery::for_identity(spec, relay, sending);
     if let Some(wait) = verdict::domain_due(previous, &query.inputs(), interval, Timestamp::now()) {
         return (DomainObservation::Unchanged, Some(wait));
     }
