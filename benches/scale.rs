@@ -140,6 +140,118 @@ fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> usize 
     b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count()
 }
 
+type Tracked = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>;
+
+/// Watch a kind and keep, per object, whether `done` holds.
+fn track<K>(api: Api<K>, done: fn(&K) -> bool) -> Tracked
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use kube::runtime::watcher;
+    let state: Tracked = Default::default();
+    let out = state.clone();
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default().any_semantic()));
+        while let Some(event) = events.next().await {
+            let mut map = state.lock().unwrap_or_else(|e| e.into_inner());
+            match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                    let key = format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any());
+                    map.insert(key, done(&o));
+                }
+                Ok(watcher::Event::Delete(o)) => {
+                    map.remove(&format!(
+                        "{}/{}",
+                        o.namespace().unwrap_or_default(),
+                        o.name_any()
+                    ));
+                }
+                _ => {}
+            }
+        }
+    });
+    out
+}
+
+fn count(t: &Tracked) -> usize {
+    t.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|d| **d)
+        .count()
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after ") ".
+    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of the operator, kube-apiserver and etcd.
+fn cpu_table(operator: u32, envtest_dir: &Path) -> [f64; 3] {
+    let pid_of = |name: &str| {
+        std::fs::read_to_string(envtest_dir.join(name))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+    };
+    [
+        cpu_secs(operator),
+        cpu_secs(pid_of("apiserver.pid")),
+        cpu_secs(pid_of("etcd.pid")),
+    ]
+}
+
+/// The API server's request counts by verb, resource and subresource.
+async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client.request_text(req).await.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        // {code="200",component="apiserver",...,verb="PATCH",version="v1alpha1"} N
+        let labels = line
+            .split_once('{')
+            .and_then(|(_, r)| r.rsplit_once('}'))
+            .map_or("", |(l, _)| l);
+        let label = |name: &str| {
+            labels
+                .split("\",")
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .unwrap_or("")
+                .trim_end_matches('"')
+                .to_string()
+        };
+        let Some(n) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        let sub = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            if sub.is_empty() {
+                String::new()
+            } else {
+                format!("/{sub}")
+            }
+        );
+        *out.entry(key).or_insert(0.0) += n;
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     if !std::env::args().any(|a| a == "--bench") {
@@ -274,56 +386,46 @@ async fn main() {
         &logs.path().join("first.log"),
     );
     let pid = operator.0.id();
-    let relays: Api<SmtpRelay> = Api::all(client.clone());
-    let identities: Api<SenderIdentity> = Api::all(client.clone());
+    // Progress from one watch per kind: polling with full LISTs would load the API
+    // server (10,000 identities are ~66 MB of JSON) and slow what is measured.
+    let ready_relays = track(Api::<SmtpRelay>::all(client.clone()), |r: &SmtpRelay| {
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == smtp_relay_operator::api::ConditionStatus::True
+            })
+        })
+    });
+    let sent_identities = track(
+        Api::<SenderIdentity>::all(client.clone()),
+        |i: &SenderIdentity| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.confirmation.as_ref())
+                .is_some_and(|c| c.sent_at.is_some())
+        },
+    );
+    let cpu_before = cpu_table(pid, &dir);
+    let requests_before = apiserver_requests(&client).await;
     let (mut t_relays, mut t_sent) = (None, None);
     let mut peak = 0.0f64;
     let mut waiting = identities_n;
     let mut ready = 0;
     while started.elapsed() < timeout && (t_relays.is_none() || t_sent.is_none()) {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         if let Some((now, hwm)) = rss(pid) {
             peak = peak.max(now).max(hwm);
         }
-        if t_relays.is_none() {
-            let list = relays
-                .list(&ListParams::default())
-                .await
-                .expect("list relays");
-            ready = list
-                .items
-                .iter()
-                .filter(|r| {
-                    r.status.as_ref().is_some_and(|s| {
-                        s.conditions.iter().any(|c| {
-                            c.type_ == "Ready"
-                                && c.status == smtp_relay_operator::api::ConditionStatus::True
-                        })
-                    })
-                })
-                .count();
-            if ready == relays_n {
-                t_relays = Some(started.elapsed());
-            }
+        ready = count(&ready_relays);
+        if ready == relays_n && t_relays.is_none() {
+            t_relays = Some(started.elapsed());
         }
-        let list = identities
-            .list(&ListParams::default())
-            .await
-            .expect("list identities");
-        waiting = list
-            .items
-            .iter()
-            .filter(|i| {
-                i.status
-                    .as_ref()
-                    .and_then(|s| s.confirmation.as_ref())
-                    .is_none_or(|c| c.sent_at.is_none())
-            })
-            .count();
+        waiting = identities_n.saturating_sub(count(&sent_identities));
         if waiting == 0 && t_sent.is_none() {
             t_sent = Some(started.elapsed());
         }
     }
+    let cpu_after = cpu_table(pid, &dir);
+    let requests_after = apiserver_requests(&client).await;
     let metrics = scrape(metrics_port).await;
     let secs = |d: Option<Duration>| {
         d.map(|d| format!("{:.1} s", d.as_secs_f64()))
@@ -387,6 +489,36 @@ async fn main() {
     println!(
         "| confirmation mails sent | {:.0} |",
         metric_sum(&metrics, "smtp_relay_confirmation_mails_sent_total")
+    );
+
+    println!(
+        "| CPU while converging (s): operator / kube-apiserver / etcd | {} |",
+        cpu_after
+            .iter()
+            .zip(&cpu_before)
+            .map(|(a, b)| format!("{:.1}", a - b))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    let mut calls: Vec<(String, f64)> = requests_after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v - requests_before.get(k).copied().unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, n)| *n >= 1.0)
+        .collect();
+    calls.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "| API requests while converging (all clients) | {} |",
+        calls
+            .iter()
+            .take(8)
+            .map(|(k, n)| format!("{k} {n:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 
     // Restart with everything converged.
