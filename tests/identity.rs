@@ -423,12 +423,13 @@ async fn changing_the_address_starts_again() {
 }
 
 #[tokio::test]
-async fn a_crash_between_persisting_and_sending_never_sends_an_attempt_twice() {
+async fn an_attempt_recorded_but_never_sent_is_replaced_never_resent() {
     let env = env(None);
     let name = unique("crash");
     let address = format!("{name}@example.test");
     env.create_identity(&name, identity_spec(&address, "en"));
-    // What the operator persisted before it died: an attempt that was never sent.
+    // An attempt in status that was never sent (written by an operator version that
+    // recorded attempts before mailing them, then died): its secrets are gone.
     env.edit(&name, |o| {
         o["status"] = json!({"confirmation": {"state": "Pending", "address": address, "attemptId": "deadbeef0001",
             "attempts": 1, "recentAttempts": [confirm::rfc3339(jiff::Timestamp::now())],
@@ -464,6 +465,38 @@ async fn a_crash_between_persisting_and_sending_never_sends_an_attempt_twice() {
         }
     }
     assert_eq!(for_address, 1, "exactly one mail");
+}
+
+#[tokio::test]
+async fn a_crash_after_the_mail_before_its_status_mails_a_new_attempt_and_the_lost_link_is_refused()
+{
+    let env = env(Some(BASE));
+    let name = unique("lost");
+    let address = format!("{name}@example.test");
+    env.create_identity(&name, identity_spec(&address, "en"));
+    // The mail leaves, then the status write is lost (the process dies).
+    env.fake.fail_next_status_write(&identity_path(&name));
+    let result =
+        sender_identity::reconcile(Arc::new(env.identity(&name)), Arc::clone(&env.ctx)).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(env.identity(&name).status.is_none(), "nothing recorded");
+    let lost = support::harness().wait_for_message(&format!("To: {address}"));
+    let (lost_link, _) = confirm::mail::parse(&lost);
+    let lost_link = lost_link.expect("link");
+    // The next reconcile (a restarted operator) mails a new attempt.
+    env.reconcile(&name).await;
+    let c = env.confirmation(&name);
+    assert_eq!(c.attempts, 1, "the lost attempt was never recorded");
+    let (_, link, _) = env.mail(&name);
+    let link = link.expect("link");
+    assert_ne!(link, lost_link);
+    // The lost link is refused like any wrong one; the new one confirms.
+    let (code, _) = env.http("POST", &lost_link).await;
+    assert_ne!(code, StatusCode::OK);
+    assert_eq!(env.confirmation(&name).state, ConfirmationState::Pending);
+    let (code, _) = env.http("POST", &link).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(env.confirmation(&name).state, ConfirmationState::Confirmed);
 }
 
 #[tokio::test]
@@ -616,9 +649,9 @@ async fn a_change_during_the_send_does_not_mail_a_second_attempt() {
     let name = unique("meddle");
     let address = format!("{name}@example.test");
     env.create_identity(&name, identity_spec(&address, "en"));
-    // Someone labels the identity right after the attempt is persisted, while the
-    // mail is being sent: the write recording the send conflicts.
-    env.fake.meddle_after_status_write(&identity_path(&name));
+    // Someone labels the identity while the mail is being sent: the write recording
+    // the send conflicts.
+    env.fake.meddle_before_status_write(&identity_path(&name));
     env.reconcile(&name).await;
     let c = env.confirmation(&name);
     assert!(
@@ -635,6 +668,52 @@ async fn a_change_during_the_send_does_not_mail_a_second_attempt() {
     });
     env.reconcile(&name).await;
     assert_eq!(env.confirmation(&name).state, ConfirmationState::Confirmed);
+}
+
+#[tokio::test]
+async fn a_reconcile_from_a_copy_it_already_wrote_over_waits_for_the_cache() {
+    let env = env(None);
+    let name = unique("stale");
+    let address = format!("{name}@example.test");
+    env.create_identity(&name, identity_spec(&address, "en"));
+    // The cache's copy when the first reconcile starts; the watch event of its first
+    // write (the attempt) can wake the identity again before the cache has its second
+    // write (the sent mail).
+    let cached = Arc::new(env.identity(&name));
+    env.reconcile(&name).await;
+    let sent = env.confirmation(&name);
+    assert!(sent.sent_at.is_some());
+    env.mail(&name);
+    let before = env.fake.requests().len();
+    sender_identity::reconcile(Arc::clone(&cached), Arc::clone(&env.ctx))
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        env.fake.requests().len(),
+        before,
+        "no read, no write from a copy this process wrote over: {:?}",
+        &env.fake.requests()[before..]
+    );
+    // Another process (no memory of the writes) decides from the stale copy: its
+    // write conflicts and nothing is mailed either — only later, and at a cost.
+    let other = support::context(
+        env.ctx.client.clone(),
+        env.relays.as_reader(),
+        env.ctx.confirmation.clone(),
+    );
+    let result = sender_identity::reconcile(Arc::clone(&cached), other).await;
+    assert!(
+        matches!(
+            result,
+            Err(smtp_relay_operator::controller::Error::Conflict)
+        ),
+        "{result:?}"
+    );
+    assert!(env.fake.requests().len() > before);
+    // The cache catches up: an ordinary reconcile, nothing to do, nothing remembered.
+    env.reconcile(&name).await;
+    assert_eq!(env.confirmation(&name).attempt_id, sent.attempt_id);
+    assert!(env.ctx.own_writes.is_empty());
 }
 
 /// The events recorded for an identity, by reason.

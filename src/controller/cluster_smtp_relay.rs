@@ -96,6 +96,9 @@ pub fn with_default_claim(
 
 pub async fn reconcile(relay: Arc<ClusterSmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = relay.name_any();
+    if super::superseded(&ctx, relay.as_ref()) {
+        return Ok(Action::requeue(super::SUPERSEDED_RETRY));
+    }
     let work = reconcile_in_span(Arc::clone(&relay), Arc::clone(&ctx), name.clone());
     instrumented(&ctx, "ClusterSmtpRelay", None, &name, work).await
 }

@@ -90,6 +90,8 @@ pub struct Context {
     pub confirmation: Option<ConfirmContext>,
     /// Confirmation mails per address, across identities (bounds resends).
     pub sends: sender_identity::SendLog,
+    /// Versions this process wrote over, until the caches catch up.
+    pub own_writes: crate::k8s::OwnWrites,
 }
 
 /// The controllers' caches, for gauges computed at scrape time.
@@ -114,6 +116,23 @@ impl Stores {
         metrics.retain_relays(&live);
         gauges::observe_identities(&self.identities, metrics);
     }
+}
+
+/// How long a reconcile that found a superseded copy waits for the cache: the watch
+/// event of the write wakes the object sooner; this is only a backstop.
+pub const SUPERSEDED_RETRY: Duration = Duration::from_secs(5);
+
+/// Did this process already write over this copy of the object? Then the reconcile
+/// waits for the cache instead of deciding from it.
+pub fn superseded<K: Resource>(ctx: &Context, obj: &K) -> bool {
+    let meta = obj.meta();
+    let stale = ctx
+        .own_writes
+        .is_superseded(meta.uid.as_deref(), meta.resource_version.as_deref());
+    if stale {
+        tracing::debug!("the cache still has a version this operator wrote over; waiting for it");
+    }
+    stale
 }
 
 /// Record the verification a reconcile ran, if any.
@@ -201,6 +220,10 @@ where
         let status = adjust(status);
         if Some(&status) != relay_ref.status {
             crate::k8s::apply_status(&api, obj, &status).await?;
+            ctx.own_writes.replaced(
+                obj.meta().uid.as_deref(),
+                obj.meta().resource_version.as_deref(),
+            );
             tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
         }
     }
@@ -407,6 +430,7 @@ pub async fn run(
     });
     let ctx = Arc::new(Context {
         sends: Default::default(),
+        own_writes: Default::default(),
         metrics,
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),

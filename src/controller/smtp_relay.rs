@@ -12,6 +12,9 @@ use crate::relay::RelayRef;
 pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = relay.namespace().ok_or(Error::Missing("namespace"))?;
     let name = relay.name_any();
+    if super::superseded(&ctx, relay.as_ref()) {
+        return Ok(Action::requeue(super::SUPERSEDED_RETRY));
+    }
     let work = reconcile_in_span(
         Arc::clone(&relay),
         Arc::clone(&ctx),

@@ -7,6 +7,10 @@
 
 pub mod source;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
@@ -80,10 +84,128 @@ where
     .map_err(write_error)
 }
 
+/// The versions of objects this process has replaced by its own status writes, until
+/// the caches show a newer one. A reconcile can start from a cached copy that its own
+/// last reconcile already replaced (woken by the watch event of an intermediate write,
+/// or by anything else before the cache has the last write): a decision made from it
+/// would be undone by the conflict of its write, after it had read Secrets and perhaps
+/// minted a new confirmation attempt. [`OwnWrites::is_superseded`] says so first.
+#[derive(Debug, Default)]
+pub struct OwnWrites(Mutex<HashMap<String, Replaced>>);
+
+#[derive(Debug)]
+struct Replaced {
+    /// resourceVersions this process wrote over (precondition of each write).
+    versions: Vec<String>,
+    at: Instant,
+}
+
+/// Entries are dropped once the cache shows anything else, or after this long (a watch
+/// that never delivers the write; the object was deleted).
+const OWN_WRITES_TTL: Duration = Duration::from_secs(60);
+/// Past this many objects, entries older than [`OWN_WRITES_TTL`] are swept on write.
+const OWN_WRITES_SWEEP: usize = 1024;
+
+impl OwnWrites {
+    /// A status write of the object `uid` replaced version `before`.
+    pub fn replaced(&self, uid: Option<&str>, before: Option<&str>) {
+        let (Some(uid), Some(before)) = (uid, before) else {
+            return;
+        };
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if map.len() >= OWN_WRITES_SWEEP {
+            map.retain(|_, r| now.duration_since(r.at) < OWN_WRITES_TTL);
+        }
+        let entry = map.entry(uid.to_string()).or_insert_with(|| Replaced {
+            versions: Vec::new(),
+            at: now,
+        });
+        entry.at = now;
+        if !entry.versions.iter().any(|v| v == before) {
+            entry.versions.push(before.to_string());
+        }
+    }
+
+    /// Is `version` of `uid` one this process has already written over? Any other
+    /// version means the cache has caught up: the entry is forgotten.
+    pub fn is_superseded(&self, uid: Option<&str>, version: Option<&str>) -> bool {
+        let (Some(uid), Some(version)) = (uid, version) else {
+            return false;
+        };
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = map.get(uid) else {
+            return false;
+        };
+        if entry.versions.iter().any(|v| v == version) && entry.at.elapsed() < OWN_WRITES_TTL {
+            return true;
+        }
+        map.remove(uid);
+        false
+    }
+
+    /// Objects with versions remembered (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Is `uid` the controller owner among these owner references?
 pub fn controlled_by(owners: Option<&Vec<OwnerReference>>, uid: &str) -> bool {
     owners
         .into_iter()
         .flatten()
         .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_written_over_are_superseded_until_the_cache_moves_on() {
+        let own = OwnWrites::default();
+        assert!(!own.is_superseded(Some("u"), Some("1")));
+        // Reconcile read 1, wrote the attempt (2), then the result (3).
+        own.replaced(Some("u"), Some("1"));
+        own.replaced(Some("u"), Some("2"));
+        assert!(own.is_superseded(Some("u"), Some("1")));
+        assert!(own.is_superseded(Some("u"), Some("2")));
+        assert!(!own.is_superseded(Some("other"), Some("2")));
+        // The cache shows the last write (or anything newer): forgotten.
+        assert!(!own.is_superseded(Some("u"), Some("3")));
+        assert!(own.is_empty());
+        assert!(!own.is_superseded(Some("u"), Some("2")));
+    }
+
+    #[test]
+    fn objects_without_uid_or_version_are_never_superseded() {
+        let own = OwnWrites::default();
+        own.replaced(None, Some("1"));
+        own.replaced(Some("u"), None);
+        assert!(own.is_empty());
+        assert!(!own.is_superseded(Some("u"), None));
+    }
+
+    #[test]
+    fn old_entries_are_swept() {
+        let own = OwnWrites::default();
+        for i in 0..OWN_WRITES_SWEEP {
+            own.replaced(Some(&i.to_string()), Some("1"));
+        }
+        {
+            let mut map = own.0.lock().unwrap_or_else(|e| e.into_inner());
+            for r in map.values_mut() {
+                r.at =
+                    r.at.checked_sub(OWN_WRITES_TTL)
+                        .expect("uptime over a minute");
+            }
+        }
+        own.replaced(Some("new"), Some("1"));
+        assert_eq!(own.len(), 1);
+    }
 }

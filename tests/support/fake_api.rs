@@ -13,9 +13,11 @@ use serde_json::{Value, json};
 #[derive(Default)]
 struct State {
     objects: BTreeMap<String, Value>,
-    /// Paths whose next status write is followed at once by someone else's change
-    /// (a label), to exercise resourceVersion conflicts.
+    /// Paths whose next status write finds someone else's change (a label) made just
+    /// before it, as during a confirmation mail's send: the write conflicts.
     meddle: Vec<String>,
+    /// Paths whose next status write fails with 500 (a write lost to a crash).
+    fail: Vec<String>,
     version: u64,
     writes: Vec<(String, String)>,
     requests: Vec<Call>,
@@ -168,9 +170,15 @@ impl FakeApi {
         self.state.lock().expect("lock").writes.clone()
     }
 
-    /// After the next status write to `path`, change the object (as another client
-    /// would), so that a write based on the previous version conflicts.
-    pub fn meddle_after_status_write(&self, path: &str) {
+    /// Fail the next status write to `path` with 500, as if the process had died
+    /// before it.
+    pub fn fail_next_status_write(&self, path: &str) {
+        self.state.lock().expect("lock").fail.push(path.to_string());
+    }
+
+    /// Just before the next status write to `path`, change the object (as another
+    /// client would), so that the write, based on the previous version, conflicts.
+    pub fn meddle_before_status_write(&self, path: &str) {
         self.state
             .lock()
             .expect("lock")
@@ -344,6 +352,22 @@ impl FakeApi {
                 (StatusCode::CREATED, obj)
             }
             Method::PATCH => {
+                if sub && let Some(i) = s.fail.iter().position(|p| *p == item) {
+                    s.fail.remove(i);
+                    return (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        status(500, "InternalError", "the write was lost"),
+                    );
+                }
+                if sub && let Some(i) = s.meddle.iter().position(|p| *p == item) {
+                    s.meddle.remove(i);
+                    s.version += 1;
+                    let version = s.version.to_string();
+                    if let Some(o) = s.objects.get_mut(&item) {
+                        o["metadata"]["labels"]["meddled"] = json!("yes");
+                        o["metadata"]["resourceVersion"] = json!(version);
+                    }
+                }
                 let existing = s.objects.get(&item).cloned();
                 let apply = content_type.starts_with("application/apply-patch");
                 if let (Some(cur), Some(want)) =
@@ -385,15 +409,6 @@ impl FakeApi {
                     obj["metadata"]["uid"] = json!(format!("uid-{}", s.version));
                 }
                 s.objects.insert(item.clone(), obj.clone());
-                if sub && let Some(i) = s.meddle.iter().position(|p| *p == item) {
-                    s.meddle.remove(i);
-                    s.version += 1;
-                    let version = s.version.to_string();
-                    if let Some(o) = s.objects.get_mut(&item) {
-                        o["metadata"]["labels"]["meddled"] = json!("yes");
-                        o["metadata"]["resourceVersion"] = json!(version);
-                    }
-                }
                 (StatusCode::OK, obj)
             }
             Method::PUT => {

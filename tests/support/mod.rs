@@ -172,6 +172,7 @@ pub fn context(
         metrics: std::sync::Arc::new(smtp_relay_operator::metrics::Metrics::new()),
         confirmation,
         sends: Default::default(),
+        own_writes: Default::default(),
     })
 }
 

@@ -1,6 +1,6 @@
 //! Decide everything a reconcile does from what it observed (pure): the confirmation
-//! plan, the status persisted before a mail, the mail itself, the connection Secret
-//! to withdraw or write, the code annotation to clear.
+//! plan, the mail itself, the connection Secret to withdraw or write, the code
+//! annotation to clear. The status follows from the plan once the mail has left.
 
 use super::*;
 
@@ -8,10 +8,8 @@ use super::*;
 #[derive(Debug)]
 pub struct Actions {
     pub plan: Plan,
-    /// The status with the new attempt, written before the mail leaves.
-    pub persist_attempt: Option<SenderIdentityStatus>,
     /// The confirmation mail (its session target with the message), or why there is
-    /// no target to send it through. Only with `persist_attempt`.
+    /// no target to send it through. Only when `plan.send`.
     pub mail: Option<Result<smtp::Target, String>>,
     /// A published connection Secret to withdraw.
     pub withdraw: Option<String>,
@@ -57,7 +55,6 @@ pub fn decide(
     plan: Plan,
     target: Option<Result<RelayTarget, String>>,
     mail: &MailInputs<'_>,
-    now: Timestamp,
 ) -> Actions {
     let spec = &identity.spec;
     let previous = identity.status.as_ref();
@@ -68,18 +65,6 @@ pub fn decide(
         (true, Some(name)) => SecretState::Written(name.to_string()),
         (true, None) => SecretState::Waiting,
     };
-    let persist_attempt = plan.send.then(|| {
-        let next = next_status(
-            spec,
-            identity.metadata.generation,
-            previous,
-            &observed.relay,
-            &plan,
-            &pending_secret,
-            now,
-        );
-        with_deliverability(next, previous, spec, &observed.domain, now)
-    });
     // Credentials published earlier that must not stay where they are.
     let withdraw = revoked_secret(
         published,
@@ -117,7 +102,6 @@ pub fn decide(
     Actions {
         clear_code: plan.code.is_some(),
         plan,
-        persist_attempt,
         mail,
         withdraw,
         secret,

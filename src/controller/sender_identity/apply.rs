@@ -1,10 +1,11 @@
-//! Apply: the API calls and the mail, in the order the rules need (the attempt is
-//! persisted before the mail leaves; the send is recorded on the fresh object).
+//! Apply: the API calls and the mail, in the order the rules need (the mail leaves
+//! first; its attempt and outcome are then written once, on the fresh object if it
+//! changed meanwhile).
 
 use super::*;
 
-/// Carry out the actions: persist the attempt, send, withdraw and write the Secret,
-/// write the status if it changed, clear the code, publish events.
+/// Carry out the actions: send, withdraw and write the Secret, write the status if it
+/// changed (with the attempt just mailed), clear the code, publish events.
 pub(super) async fn apply(
     ctx: &Context,
     identity: &Arc<SenderIdentity>,
@@ -13,17 +14,15 @@ pub(super) async fn apply(
 ) -> Result<Action, Error> {
     let Actions {
         mut plan,
-        persist_attempt,
         mail,
         withdraw,
         secret,
         clear_code,
     } = actions;
-    let mut current: SenderIdentity = (**identity).clone();
-    if let Some(before) = &persist_attempt {
-        // Persist the attempt (digests only) before the mail leaves: a crash from here
-        // on leaves an attempt that is replaced, never one that is sent twice.
-        current = write_identity_status(ctx, &current, before).await?;
+    if plan.send {
+        // One status write per mail, after it: a crash before that write leaves a
+        // mailed link whose digest was never recorded (refused like any wrong link)
+        // and no attempt in status, so the next reconcile mails a new one.
         send_mail(ctx, &identity.spec.address, mail, &mut plan).await;
     }
     let namespace = identity.namespace().unwrap_or_default();
@@ -40,7 +39,7 @@ pub(super) async fn apply(
             }
         }
     };
-    let status = write_final_status(ctx, identity, current, observed, &plan, &secret).await?;
+    let status = write_final_status(ctx, identity, observed, &plan, &secret).await?;
     if clear_code {
         remove_annotation(ctx, &namespace, &identity.name_any(), CODE_ANNOTATION).await?;
         code_answered(ctx, identity, &plan).await;
@@ -91,36 +90,44 @@ async fn send_mail(
 /// Write the status if it changed; returns the status decided last. The mail has
 /// left when `plan.send`: if the object changed meanwhile (a label, another writer),
 /// the send is recorded on the fresh object rather than retrying the reconcile,
-/// which would mint and mail a new attempt and void this one.
+/// which would mint and mail a new attempt and void this one — unless the
+/// confirmation itself moved on meanwhile (confirmed by link), which wins.
 async fn write_final_status(
     ctx: &Context,
     identity: &SenderIdentity,
-    current: SenderIdentity,
     observed: &Observed,
     plan: &Plan,
     secret: &SecretState,
 ) -> Result<SenderIdentityStatus, Error> {
-    let spec = &identity.spec;
-    let mut status = next_status(
-        spec,
-        identity.metadata.generation,
-        current.status.as_ref(),
-        &observed.relay,
-        plan,
-        secret,
-        Timestamp::now(),
-    );
-    status = with_deliverability(
-        status,
-        current.status.as_ref(),
-        spec,
-        &observed.domain,
-        Timestamp::now(),
-    );
-    if Some(&status) == current.status.as_ref() {
+    let decide = |obj: &SenderIdentity| {
+        let status = next_status(
+            &obj.spec,
+            obj.metadata.generation,
+            obj.status.as_ref(),
+            &observed.relay,
+            plan,
+            secret,
+            Timestamp::now(),
+        );
+        with_deliverability(
+            status,
+            obj.status.as_ref(),
+            &obj.spec,
+            &observed.domain,
+            Timestamp::now(),
+        )
+    };
+    let mut status = decide(identity);
+    if Some(&status) == identity.status.as_ref() {
         return Ok(status);
     }
-    let mut written = write_identity_status(ctx, &current, &status).await;
+    let mut written = write_identity_status(ctx, identity, &status).await;
+    // The confirmation this reconcile started from: attempt and state.
+    let attempt_of = |s: Option<&SenderIdentityStatus>| {
+        s.and_then(|s| s.confirmation.as_ref())
+            .map(|c| (c.attempt_id.clone(), c.state))
+    };
+    let started_from = attempt_of(identity.status.as_ref());
     for _ in 0..3 {
         if !(plan.send && matches!(written, Err(Error::Conflict))) {
             break;
@@ -130,31 +137,10 @@ async fn write_final_status(
             &identity.namespace().unwrap_or_default(),
         );
         let latest = api.get(&identity.name_any()).await.map_err(Error::Status)?;
-        let same_attempt = latest
-            .status
-            .as_ref()
-            .and_then(|s| s.confirmation.as_ref())
-            .and_then(|c| c.attempt_id.as_deref())
-            == plan.confirmation.attempt_id.as_deref();
-        if !same_attempt {
+        if attempt_of(latest.status.as_ref()) != started_from {
             break;
         }
-        status = next_status(
-            &latest.spec,
-            latest.metadata.generation,
-            latest.status.as_ref(),
-            &observed.relay,
-            plan,
-            secret,
-            Timestamp::now(),
-        );
-        status = with_deliverability(
-            status,
-            latest.status.as_ref(),
-            &latest.spec,
-            &observed.domain,
-            Timestamp::now(),
-        );
+        status = decide(&latest);
         written = write_identity_status(ctx, &latest, &status).await;
     }
     written?;
@@ -199,7 +185,12 @@ pub(super) async fn write_identity_status(
         ctx.client.clone(),
         &identity.namespace().unwrap_or_default(),
     );
-    Ok(crate::k8s::apply_status(&api, identity, status).await?)
+    let written = crate::k8s::apply_status(&api, identity, status).await?;
+    ctx.own_writes.replaced(
+        identity.metadata.uid.as_deref(),
+        identity.metadata.resource_version.as_deref(),
+    );
+    Ok(written)
 }
 
 pub(super) async fn remove_annotation(

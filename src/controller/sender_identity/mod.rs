@@ -94,6 +94,9 @@ impl SendLog {
 pub async fn reconcile(identity: Arc<SenderIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = identity.namespace().ok_or(Error::Missing("namespace"))?;
     let name = identity.name_any();
+    if super::superseded(&ctx, identity.as_ref()) {
+        return Ok(Action::requeue(super::SUPERSEDED_RETRY));
+    }
     let work = reconcile_in_span(
         Arc::clone(&identity),
         Arc::clone(&ctx),
@@ -154,7 +157,7 @@ async fn reconcile_in_span(
         name: &name,
         fresh: &fresh,
     };
-    let actions = decide(&identity, &observed, plan, target, &mail, now);
+    let actions = decide(&identity, &observed, plan, target, &mail);
     apply(&ctx, &identity, &observed, actions).await
 }
 

@@ -26,7 +26,7 @@ pub struct Facts<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     pub confirmation: ConfirmationStatus,
-    /// Send the mail for `confirmation.attempt_id` (persist the status first).
+    /// Send the mail for `confirmation.attempt_id` (its status is written after it).
     pub send: bool,
     /// A code given in the annotation was checked (the annotation must be removed).
     pub code: Option<Result<(), Refusal>>,
@@ -154,8 +154,9 @@ pub fn plan(f: &Facts<'_>) -> Plan {
         .resend_annotation
         .is_some_and(|r| Some(r) != c.last_resend_request.as_deref());
     let never_sent = c.attempt_id.is_none();
-    // An attempt persisted but never sent (crash between persisting and sending, or a
-    // relay that refused the mail): its secrets are gone, so it is replaced, never resent.
+    // An attempt recorded but never sent (a relay that refused the mail, or an older
+    // operator that recorded attempts before mailing them): its secrets are gone, so
+    // it is replaced, never resent.
     let unsent =
         c.attempt_id.is_some() && c.sent_at.is_none() && c.state == ConfirmationState::Pending;
     let retry_due = match &c.send_failure {
@@ -365,12 +366,12 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_between_persisting_and_sending_never_sends_an_attempt_twice() {
+    fn an_attempt_recorded_but_never_sent_is_replaced_never_resent() {
         let mut w = World::new();
         let fresh = Secrets::generate();
         let p = plan(&w.facts(&fresh, "2026-01-01T00:00:00Z", 0));
         assert!(p.send);
-        // Persisted, then the process died before sending.
+        // Recorded, never sent (an older operator died between the two).
         w.status = Some(next_status(
             &w.spec,
             Some(1),
