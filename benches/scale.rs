@@ -9,7 +9,8 @@
 //!
 //! SCALE_RELAYS (2000), SCALE_IDENTITIES (10000), SCALE_NAMESPACES (20),
 //! SCALE_IDLE_SECS (60), SCALE_TIMEOUT_SECS (600), SMTP_RELAY_ENVTEST (../shared/envtest),
-//! SCALE_OPERATOR_ARGS (extra `run` flags, for experiments).
+//! SCALE_OPERATOR_ARGS (extra `run` flags, for experiments), SCALE_OPERATOR_WRAPPER (a
+//! profiler to run the operator under, e.g. `heaptrack -o target/scale-heap`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -57,7 +58,23 @@ fn start_operator(
     log: &Path,
 ) -> cluster::Operator {
     let file = std::fs::File::create(log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_smtp-relay-operator"))
+    // Experiments: SCALE_OPERATOR_WRAPPER="heaptrack -o target/scale-heap" runs the
+    // operator under a profiler (then RSS and timings are the profiler's).
+    let wrapper: Vec<String> = std::env::var("SCALE_OPERATOR_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let binary = env!("CARGO_BIN_EXE_smtp-relay-operator");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    let child = command
         // Tests and benches never ask the system resolver.
         .env("SMTP_RELAY_DELIVERABILITY_CHECKS", "false")
         .args(["run", "--namespace", "scale-ops"])
