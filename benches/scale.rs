@@ -211,6 +211,23 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// (busy, total) CPU seconds of the whole machine, all cores.
+fn machine_cpu() -> (f64, f64) {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0.0, 0.0);
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    // idle and iowait
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    ((total - idle) / 100.0, total / 100.0)
+}
+
 /// CPU seconds of the operator, kube-apiserver and etcd.
 fn cpu_table(operator: u32, envtest_dir: &Path) -> [f64; 3] {
     let pid_of = |name: &str| {
@@ -422,6 +439,7 @@ async fn main() {
         },
     );
     let cpu_before = cpu_table(pid, &dir);
+    let machine_before = machine_cpu();
     let requests_before = apiserver_requests(&client).await;
     let (mut t_relays, mut t_sent) = (None, None);
     let mut peak = 0.0f64;
@@ -442,6 +460,7 @@ async fn main() {
         }
     }
     let cpu_after = cpu_table(pid, &dir);
+    let machine_after = machine_cpu();
     let requests_after = apiserver_requests(&client).await;
     let metrics = scrape(metrics_port).await;
     let secs = |d: Option<Duration>| {
@@ -516,6 +535,18 @@ async fn main() {
             .map(|(a, b)| format!("{:.1}", a - b))
             .collect::<Vec<_>>()
             .join(" / ")
+    );
+    let (busy, total) = (
+        machine_after.0 - machine_before.0,
+        machine_after.1 - machine_before.1,
+    );
+    println!(
+        "| whole machine while converging: busy CPU s / available | {busy:.1} / {total:.1} ({:.0}%) |",
+        if total > 0.0 {
+            busy / total * 100.0
+        } else {
+            0.0
+        }
     );
     let mut calls: Vec<(String, f64)> = requests_after
         .iter()

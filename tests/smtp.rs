@@ -354,3 +354,148 @@ async fn auth_on_plain_text_port_is_mechanism_unsupported_with_a_hint() {
     );
     assert!(o.failure.as_ref().expect("f").message.contains("after TLS"));
 }
+
+fn mail_to(to: &str) -> smtp::Outgoing {
+    test_message(to, "shared").outgoing()
+}
+
+#[tokio::test]
+async fn one_session_sends_each_message_and_a_refusal_fails_only_its_own() {
+    let (port, seen) = fault::start_counting();
+    let mut t = with_auth(target(port, Security::None), AuthMechanism::Plain, "pw");
+    t.host = "127.0.0.1".into();
+    let mails = [
+        mail_to("a@example.test"),
+        mail_to("refuse@example.test"),
+        mail_to("b@example.test"),
+    ];
+    let out = smtp::send_each(&t, &mails).await;
+    assert_eq!(out.len(), 3);
+    assert!(
+        out[0].outcome.succeeded() && out[2].outcome.succeeded(),
+        "{out:?}"
+    );
+    let refused = out[1].outcome.failure.as_ref().expect("refused");
+    assert_eq!(
+        (refused.reason, refused.code, refused.step),
+        (FailureReason::RecipientRejected, Some(550), Step::Rcpt)
+    );
+    assert!(out.iter().all(|d| d.attempted));
+    // The session's own steps are in every outcome, AUTH once on the wire.
+    for d in &out {
+        assert!(d.outcome.passed(Step::Auth), "{d:?}");
+    }
+    assert_eq!(seen.sessions.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let delivered = seen.delivered.lock().expect("lock").clone();
+    assert_eq!(delivered.len(), 2, "{delivered:?}");
+    assert!(delivered[0].contains("a@example.test") && delivered[1].contains("b@example.test"));
+}
+
+#[tokio::test]
+async fn a_session_lost_mid_data_fails_that_message_and_leaves_the_rest_untried() {
+    let (port, seen) = fault::start_counting();
+    let mut t = target(port, Security::None);
+    t.host = "127.0.0.1".into();
+    let mails = [
+        mail_to("a@example.test"),
+        mail_to("reset@example.test"),
+        mail_to("b@example.test"),
+    ];
+    let out = smtp::send_each(&t, &mails).await;
+    assert!(out[0].outcome.succeeded());
+    assert_eq!(reason(&out[1].outcome), Some(FailureReason::ConnectionLost));
+    assert!(out[1].attempted);
+    assert!(!out[2].attempted, "{:?}", out[2]);
+    assert!(
+        out[2]
+            .outcome
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.message.contains("ended before this message")),
+        "{:?}",
+        out[2]
+    );
+    assert_eq!(seen.delivered.lock().expect("lock").len(), 1);
+}
+
+#[tokio::test]
+async fn mails_through_one_relay_at_once_share_sessions_and_the_lost_ones_go_again() {
+    let (port, seen) = fault::start_counting();
+    let limiter = smtp::HostLimiter::new(1);
+    let shared = smtp::SharedSessions::new(4);
+    // A verification holds the only slot while six mails arrive: they gather.
+    let held = limiter.acquire("127.0.0.1").await;
+    let to = [
+        "a@example.test",
+        "refuse@example.test",
+        "reset@example.test",
+        "b@example.test",
+        "c@example.test",
+        "d@example.test",
+    ];
+    let sends = to.iter().map(|to| {
+        let mut t = target(port, Security::None);
+        t.host = "127.0.0.1".into();
+        t.message = Some(mail_to(to));
+        let (shared, limiter) = (&shared, &limiter);
+        async move { shared.send("SmtpRelay team/corp", t, limiter).await }
+    });
+    let all = futures::future::join_all(sends);
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
+    };
+    let (outcomes, ()) = tokio::join!(all, release);
+    let reasons: Vec<Option<FailureReason>> = outcomes.iter().map(reason).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            None,
+            Some(FailureReason::RecipientRejected),
+            Some(FailureReason::ConnectionLost),
+            None,
+            None,
+            None
+        ],
+        "{outcomes:?}"
+    );
+    // Queues of at most four: [a refuse reset b] ends at reset, b goes again with the
+    // next queue [c d]: three sessions for six mails, never more than one at a time.
+    let mut delivered = seen.delivered.lock().expect("lock").clone();
+    delivered.sort();
+    assert_eq!(delivered.len(), 4, "{delivered:?}");
+    assert_eq!(shared.sessions(), 3);
+    assert_eq!(seen.sessions.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(limiter.max_observed("127.0.0.1"), 1);
+}
+
+#[tokio::test]
+async fn a_shared_session_through_real_postfix_delivers_every_message() {
+    let h = harness();
+    let t = with_auth(
+        with_ca(target(h.submission_port, Security::StartTls)),
+        AuthMechanism::Plain,
+        PASSWORD,
+    );
+    let mails: Vec<smtp::Outgoing> = (0..3)
+        .map(|i| {
+            test_message(
+                &format!("shared-{i}@example.test"),
+                &format!("shared-postfix-{i}"),
+            )
+            .outgoing()
+        })
+        .collect();
+    let out = smtp::send_each(&t, &mails).await;
+    for (i, d) in out.iter().enumerate() {
+        assert!(d.outcome.succeeded(), "{d:?}");
+        let id = d.outcome.message_id.clone().expect("message id");
+        let mail = h.wait_for_message(&id);
+        assert!(
+            mail.contains(&format!("X-Campaign: shared-postfix-{i}")),
+            "{mail}"
+        );
+        let text = format!("{:?}", d.outcome);
+        assert!(!text.contains(PASSWORD));
+    }
+}

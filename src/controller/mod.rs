@@ -92,7 +92,12 @@ pub struct Context {
     pub sends: sender_identity::SendLog,
     /// Versions this process wrote over, until the caches catch up.
     pub own_writes: crate::k8s::OwnWrites,
+    /// Confirmation mails through one relay at about the same time share a session.
+    pub mailer: crate::smtp::SharedSessions,
 }
+
+/// Confirmation mails at most in one shared SMTP session.
+pub const MAILS_PER_SESSION: usize = 10;
 
 /// The controllers' caches, for gauges computed at scrape time.
 #[derive(Clone)]
@@ -431,6 +436,7 @@ pub async fn run(
     let ctx = Arc::new(Context {
         sends: Default::default(),
         own_writes: Default::default(),
+        mailer: crate::smtp::SharedSessions::new(MAILS_PER_SESSION),
         metrics,
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),

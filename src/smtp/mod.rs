@@ -12,6 +12,7 @@ mod destination;
 mod limiter;
 mod message;
 mod session;
+mod shared;
 mod tls;
 mod wire;
 
@@ -22,7 +23,8 @@ pub use connect::{open_tcp, tls_client, tls_handshake, tls_version};
 pub use destination::{Cidr, CidrError, DestinationPolicy, Destinations, Refusal, Scope};
 pub use limiter::{HostLimiter, HostPermit};
 pub use message::{Mailbox, Outgoing, TestMessage, build_message, effective_reply_to};
-pub use session::verify;
+pub use session::{Delivery, send_each, verify};
+pub use shared::SharedSessions;
 
 /// How the session is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -84,3 +84,92 @@ fn serve(mut conn: TcpStream, fault: Fault) {
         }
     }
 }
+
+/// What the well-behaved scripted server saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// TCP sessions accepted.
+    pub sessions: std::sync::atomic::AtomicUsize,
+    /// Recipients of the messages it accepted, in order.
+    pub delivered: std::sync::Mutex<Vec<String>>,
+}
+
+/// A well-behaved server (plain, AUTH PLAIN/LOGIN accepted, one transaction after
+/// another, RSET) that refuses recipients containing "refuse" with 550 and drops
+/// the connection in the DATA of recipients containing "reset".
+pub fn start_counting() -> (u16, std::sync::Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(Seen::default());
+    let shared = std::sync::Arc::clone(&seen);
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            shared
+                .sessions
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = std::sync::Arc::clone(&shared);
+            thread::spawn(move || serve_counting(conn, &seen));
+        }
+    });
+    (port, seen)
+}
+
+fn serve_counting(mut conn: TcpStream, seen: &Seen) {
+    let _ = conn.write_all(b"220 counting.test ESMTP scripted\r\n");
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut rcpt = String::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.trim_end().to_ascii_uppercase();
+        let reply = if upper.starts_with("EHLO") {
+            "250-counting.test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n"
+        } else if upper.starts_with("AUTH") {
+            "235 2.7.0 ok\r\n"
+        } else if upper.starts_with("MAIL") {
+            rcpt.clear();
+            "250 2.1.0 ok\r\n"
+        } else if upper.starts_with("RCPT") {
+            if upper.contains("REFUSE") {
+                "550 5.1.1 no such user here\r\n"
+            } else {
+                rcpt = line.trim_end().to_string();
+                "250 2.1.5 ok\r\n"
+            }
+        } else if upper.starts_with("DATA") {
+            let _ = conn.write_all(b"354 go ahead\r\n");
+            if rcpt.to_ascii_uppercase().contains("RESET") {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            // The message, up to the lone dot.
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+            }
+            if let Ok(mut d) = seen.delivered.lock() {
+                d.push(rcpt.clone());
+            }
+            "250 2.0.0 queued\r\n"
+        } else if upper.starts_with("QUIT") {
+            let _ = conn.write_all(b"221 bye\r\n");
+            return;
+        } else {
+            "250 2.0.0 ok\r\n"
+        };
+        if conn.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}

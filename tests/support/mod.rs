@@ -173,6 +173,9 @@ pub fn context(
         confirmation,
         sends: Default::default(),
         own_writes: Default::default(),
+        mailer: smtp_relay_operator::smtp::SharedSessions::new(
+            smtp_relay_operator::controller::MAILS_PER_SESSION,
+        ),
     })
 }
 

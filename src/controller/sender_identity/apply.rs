@@ -23,7 +23,8 @@ pub(super) async fn apply(
         // One status write per mail, after it: a crash before that write leaves a
         // mailed link whose digest was never recorded (refused like any wrong link)
         // and no attempt in status, so the next reconcile mails a new one.
-        send_mail(ctx, &identity.spec.address, mail, &mut plan).await;
+        let relay = observed.relay.as_ref().map(|r| r.binding.as_str()).ok();
+        send_mail(ctx, &identity.spec.address, relay, mail, &mut plan).await;
     }
     let namespace = identity.namespace().unwrap_or_default();
     if let Some(stale) = &withdraw {
@@ -58,14 +59,16 @@ pub(super) async fn apply(
 async fn send_mail(
     ctx: &Context,
     address: &str,
+    relay: Option<&str>,
     mail: Option<Result<smtp::Target, String>>,
     plan: &mut Plan,
 ) {
     let outcome = match mail.unwrap_or_else(|| Err("no relay".into())) {
+        // Confirmation mails are bulk work (verifications go first); those through
+        // the same relay at about the same time share a session.
         Ok(target) => {
-            // Confirmation mails are bulk work: verifications go first.
-            let _permit = ctx.limiter.acquire_bulk(&target.host).await;
-            smtp::verify(&target).await
+            let key = relay.unwrap_or(&target.host).to_string();
+            ctx.mailer.send(&key, target, &ctx.limiter).await
         }
         Err(message) => smtp::Outcome {
             failure: Some(smtp::Failure {
