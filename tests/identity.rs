@@ -716,6 +716,33 @@ async fn a_reconcile_from_a_copy_it_already_wrote_over_waits_for_the_cache() {
     assert!(env.ctx.own_writes.is_empty());
 }
 
+#[tokio::test]
+async fn identities_of_one_relay_read_its_secret_and_ca_once_for_their_mails() {
+    let env = env(None);
+    let names: Vec<String> = (0..4).map(|i| unique(&format!("batch{i}"))).collect();
+    for name in &names {
+        env.create_identity(name, identity_spec(&format!("{name}@example.test"), "en"));
+    }
+    let reads = |kind: &str| {
+        env.fake
+            .requests()
+            .iter()
+            .filter(|c| c.method == "GET" && c.path.contains(kind))
+            .count()
+    };
+    let (secrets, config_maps) = (reads("/secrets/"), reads("/configmaps/"));
+    for name in &names {
+        env.reconcile(name).await;
+    }
+    for name in &names {
+        assert!(env.confirmation(name).sent_at.is_some());
+        env.mail(name);
+    }
+    assert_eq!(reads("/secrets/") - secrets, 1, "one credentials read");
+    assert_eq!(reads("/configmaps/") - config_maps, 1, "one CA read");
+    assert!(!env.ctx.mail_inputs.is_empty());
+}
+
 /// The events recorded for an identity, by reason.
 fn event_reasons(env: &Env, name: &str) -> Vec<String> {
     let mut out = Vec::new();

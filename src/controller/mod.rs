@@ -94,6 +94,8 @@ pub struct Context {
     pub own_writes: crate::k8s::OwnWrites,
     /// Confirmation mails through one relay at about the same time share a session.
     pub mailer: crate::smtp::SharedSessions,
+    /// Secrets and ConfigMaps read for confirmation mails in the last seconds.
+    pub mail_inputs: crate::k8s::source::RecentReads,
 }
 
 /// Confirmation mails at most in one shared SMTP session.
@@ -437,6 +439,7 @@ pub async fn run(
         sends: Default::default(),
         own_writes: Default::default(),
         mailer: crate::smtp::SharedSessions::new(MAILS_PER_SESSION),
+        mail_inputs: Default::default(),
         metrics,
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),

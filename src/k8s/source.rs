@@ -111,3 +111,83 @@ impl Source for KubeSource {
         }))
     }
 }
+
+/// Secrets and ConfigMaps read for confirmation mails, kept for a few seconds: the
+/// identities of one relay, woken together when it turns Ready, read its credentials
+/// and CA bundle once instead of once each. Nothing else reads through it (relays
+/// and published connection Secrets read fresh); a rotation is seen after at most
+/// [`MAIL_INPUTS_TTL`], and a mail sent with the old password meanwhile fails AUTH
+/// and is retried. Only what was read in the last seconds is held.
+#[derive(Debug, Default)]
+pub struct RecentReads(std::sync::Mutex<BTreeMap<(bool, String, String), Recent>>);
+
+#[derive(Debug)]
+struct Recent {
+    at: std::time::Instant,
+    value: Option<Fetched>,
+}
+
+/// How long a read serves confirmation mails.
+pub const MAIL_INPUTS_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl RecentReads {
+    fn get(&self, key: &(bool, String, String)) -> Option<Option<Fetched>> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|r| r.at.elapsed() < MAIL_INPUTS_TTL)
+            .map(|r| r.value.clone())
+    }
+
+    fn put(&self, key: (bool, String, String), value: Option<Fetched>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, r| r.at.elapsed() < MAIL_INPUTS_TTL);
+        map.insert(
+            key,
+            Recent {
+                at: std::time::Instant::now(),
+                value,
+            },
+        );
+    }
+
+    /// Objects held now.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A [`KubeSource`] that answers from [`RecentReads`] when it can.
+pub struct RecentSource<'a> {
+    pub inner: KubeSource,
+    pub recent: &'a RecentReads,
+}
+
+impl Source for RecentSource<'_> {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Fetched>, SourceError> {
+        let key = (true, namespace.to_string(), name.to_string());
+        if let Some(hit) = self.recent.get(&key) {
+            return Ok(hit);
+        }
+        let value = self.inner.secret(namespace, name).await?;
+        self.recent.put(key, value.clone());
+        Ok(value)
+    }
+
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Fetched>, SourceError> {
+        let key = (false, namespace.to_string(), name.to_string());
+        if let Some(hit) = self.recent.get(&key) {
+            return Ok(hit);
+        }
+        let value = self.inner.config_map(namespace, name).await?;
+        self.recent.put(key, value.clone());
+        Ok(value)
+    }
+}

@@ -1,7 +1,9 @@
 //! At most N concurrent SMTP sessions per relay host, across all relays that
 //! point at it, so the operator never hammers one server. Verifications go first:
 //! bulk work (confirmation mails) takes a slot only while no verification waits for
-//! one, so a storm of confirmation mails never delays a relay's readiness.
+//! one or runs on that host, so a storm of confirmation mails (and the status writes
+//! and deliveries that follow them) never delays a relay's readiness: at start-up,
+//! relays get verified first, then their identities' mails go.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,9 +16,9 @@ struct HostSlot {
     semaphore: Arc<Semaphore>,
     in_flight: AtomicUsize,
     max_observed: AtomicUsize,
-    /// Verifications waiting for a slot; bulk work yields to them.
+    /// Verifications waiting for a slot or in a session; bulk work yields to them.
     urgent_waiting: AtomicUsize,
-    /// Raised when the last waiting verification got its slot.
+    /// Raised when the last of those ended.
     urgent_served: tokio::sync::Notify,
 }
 
@@ -32,11 +34,15 @@ pub struct HostLimiter {
 pub struct HostPermit {
     slot: Arc<HostSlot>,
     _permit: OwnedSemaphorePermit,
+    urgent: bool,
 }
 
 impl Drop for HostPermit {
     fn drop(&mut self) {
         self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.urgent && self.slot.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.slot.urgent_served.notify_waiters();
+        }
     }
 }
 
@@ -65,16 +71,16 @@ impl HostLimiter {
     /// Wait for a session slot on `host` (a verification: served first).
     pub async fn acquire(&self, host: &str) -> HostPermit {
         let slot = self.slot(host);
+        // Counted until the permit is dropped (also if this future is dropped first).
+        let pending = Pending(Arc::clone(&slot));
         slot.urgent_waiting.fetch_add(1, Ordering::SeqCst);
         let permit = Self::take(&slot).await;
-        if slot.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            slot.urgent_served.notify_waiters();
-        }
-        Self::granted(slot, permit)
+        std::mem::forget(pending);
+        Self::granted(slot, permit, true)
     }
 
     /// Wait for a session slot on `host` for bulk work: only while no verification
-    /// is waiting for one.
+    /// is waiting for one or in a session there.
     pub async fn acquire_bulk(&self, host: &str) -> HostPermit {
         let slot = self.slot(host);
         let permit = loop {
@@ -93,7 +99,7 @@ impl HostLimiter {
             }
             break permit;
         };
-        Self::granted(slot, permit)
+        Self::granted(slot, permit, false)
     }
 
     async fn take(slot: &HostSlot) -> OwnedSemaphorePermit {
@@ -104,18 +110,30 @@ impl HostLimiter {
         }
     }
 
-    fn granted(slot: Arc<HostSlot>, permit: OwnedSemaphorePermit) -> HostPermit {
+    fn granted(slot: Arc<HostSlot>, permit: OwnedSemaphorePermit, urgent: bool) -> HostPermit {
         let now = slot.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         slot.max_observed.fetch_max(now, Ordering::SeqCst);
         HostPermit {
             slot,
             _permit: permit,
+            urgent,
         }
     }
 
     /// The highest number of simultaneous sessions ever seen on `host`.
     pub fn max_observed(&self, host: &str) -> usize {
         self.slot(host).max_observed.load(Ordering::SeqCst)
+    }
+}
+
+/// A verification waiting for its slot; dropped while waiting, it stops counting.
+struct Pending(Arc<HostSlot>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.0.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.urgent_served.notify_waiters();
+        }
     }
 }
 
@@ -184,5 +202,43 @@ mod tests {
         );
         assert_eq!(order.len(), 4, "bulk work still gets through: {order:?}");
         assert_eq!(limiter.max_observed("relay"), 1);
+    }
+
+    #[tokio::test]
+    async fn bulk_work_waits_while_a_verification_runs_even_with_a_free_slot() {
+        let limiter = Arc::new(HostLimiter::new(2));
+        let verification = limiter.acquire("relay").await;
+        let bulk = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let _p = limiter.acquire_bulk("relay").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !bulk.is_finished(),
+            "a slot is free, but a verification runs"
+        );
+        drop(verification);
+        tokio::time::timeout(Duration::from_secs(5), bulk)
+            .await
+            .expect("bulk goes once the verification ended")
+            .expect("task");
+        // A verification given up while waiting stops counting.
+        let held = limiter.acquire("relay").await;
+        let held2 = limiter.acquire("relay").await;
+        let waiting = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let _p = limiter.acquire("relay").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waiting.abort();
+        let _ = waiting.await;
+        drop((held, held2));
+        tokio::time::timeout(Duration::from_secs(5), limiter.acquire_bulk("relay"))
+            .await
+            .expect("no verification left");
     }
 }

@@ -176,6 +176,7 @@ pub fn context(
         mailer: smtp_relay_operator::smtp::SharedSessions::new(
             smtp_relay_operator::controller::MAILS_PER_SESSION,
         ),
+        mail_inputs: Default::default(),
     })
 }
 

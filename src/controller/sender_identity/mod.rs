@@ -146,7 +146,7 @@ async fn reconcile_in_span(
     // The relay's session target, read once and only when the plan needs it.
     let target = match &observed.object {
         Some(object) if needs_target(spec, &observed, &plan) => {
-            Some(relay_target(&ctx, object).await)
+            Some(relay_target(&ctx, object, plan.send).await)
         }
         _ => None,
     };

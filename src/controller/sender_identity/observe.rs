@@ -375,15 +375,34 @@ async fn find_relay(
 }
 
 /// Resolve the relay's session target (credentials included) the way the relay
-/// controller does: one Secret read and one TLS setup.
+/// controller does: one Secret read and one TLS setup. For a confirmation mail
+/// (`for_mail`), reads of the last seconds serve ([`crate::k8s::source::RecentReads`]);
+/// credentials to publish are always read fresh.
 pub(super) async fn relay_target(
     ctx: &Context,
     relay: &RelayObject,
+    for_mail: bool,
 ) -> Result<RelayTarget, String> {
-    let source = KubeSource {
+    let fresh = KubeSource {
         client: ctx.client.clone(),
         input_key: ctx.settings.input_key.clone(),
     };
+    if for_mail {
+        let source = crate::k8s::source::RecentSource {
+            inner: fresh,
+            recent: &ctx.mail_inputs,
+        };
+        resolve_target(ctx, relay, &source).await
+    } else {
+        resolve_target(ctx, relay, &fresh).await
+    }
+}
+
+async fn resolve_target(
+    ctx: &Context,
+    relay: &RelayObject,
+    source: &impl crate::relay::Source,
+) -> Result<RelayTarget, String> {
     let (ns, name, spec, status, kind) = match relay {
         RelayObject::Namespaced(r) => (
             r.namespace(),
@@ -411,7 +430,7 @@ pub(super) async fn relay_target(
         destinations: &ctx.settings.destinations,
         blocklists: None,
     };
-    let resolved = relay::resolve(&r, &source).await.map_err(|p| p.message)?;
+    let resolved = relay::resolve(&r, source).await.map_err(|p| p.message)?;
     let headers = spec
         .custom_headers
         .iter()
