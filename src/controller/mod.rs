@@ -80,7 +80,11 @@ pub struct Context {
     pub client: Client,
     pub limiter: HostLimiter,
     pub settings: Settings,
-    pub recorder: Recorder,
+    /// Who publishes events. Each event gets its own [`Recorder`]: events are
+    /// published on transitions only, so a shared one's series cache (every event
+    /// kept six minutes, a few KB each, to patch repeats into a count) would only
+    /// hold memory.
+    pub reporter: Reporter,
     /// All ClusterSmtpRelays, to decide which default claim is honoured.
     pub cluster_relays: Store<ClusterSmtpRelay>,
     /// All SmtpRelays, for the identities that use them.
@@ -183,7 +187,8 @@ pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, t: &
         action: "Verify".into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, "cannot publish event");
     }
 }
@@ -445,7 +450,7 @@ pub async fn run(
         relays: relay_store.clone(),
         client: client.clone(),
         limiter: HostLimiter::new(settings.sessions_per_host),
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         cluster_relays: cluster_store.clone(),
         settings: settings.clone(),
     });

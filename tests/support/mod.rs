@@ -159,13 +159,10 @@ pub fn context(
                 .map(|c| smtp_relay_operator::relay::InputKey::from_confirm_key(&c.key)),
             deliverability: None,
         },
-        recorder: kube::runtime::events::Recorder::new(
-            client,
-            kube::runtime::events::Reporter {
-                controller: "smtp-relay-operator".into(),
-                instance: None,
-            },
-        ),
+        reporter: kube::runtime::events::Reporter {
+            controller: "smtp-relay-operator".into(),
+            instance: None,
+        },
         cluster_relays:
             kube::runtime::reflector::store::<smtp_relay_operator::api::ClusterSmtpRelay>().0,
         relays,
