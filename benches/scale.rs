@@ -442,6 +442,7 @@ async fn main() {
     let machine_before = machine_cpu();
     let requests_before = apiserver_requests(&client).await;
     let (mut t_relays, mut t_sent) = (None, None);
+    let mut at_relays = None;
     let mut peak = 0.0f64;
     let mut waiting = identities_n;
     let mut ready = 0;
@@ -453,6 +454,7 @@ async fn main() {
         ready = count(&ready_relays);
         if ready == relays_n && t_relays.is_none() {
             t_relays = Some(started.elapsed());
+            at_relays = Some((cpu_table(pid, &dir), machine_cpu(), count(&sent_identities)));
         }
         waiting = identities_n.saturating_sub(count(&sent_identities));
         if waiting == 0 && t_sent.is_none() {
@@ -536,6 +538,18 @@ async fn main() {
             .collect::<Vec<_>>()
             .join(" / ")
     );
+    if let Some((cpu, machine, sent)) = at_relays {
+        println!(
+            "| until all relays Ready: CPU s operator / kube-apiserver / etcd, whole machine busy, identities already sent | {} / {:.1} of {:.1}, {sent} |",
+            cpu.iter()
+                .zip(&cpu_before)
+                .map(|(a, b)| format!("{:.1}", a - b))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            machine.0 - machine_before.0,
+            machine.1 - machine_before.1,
+        );
+    }
     let (busy, total) = (
         machine_after.0 - machine_before.0,
         machine_after.1 - machine_before.1,
