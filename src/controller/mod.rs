@@ -4,6 +4,7 @@ pub mod cluster_smtp_relay;
 mod gauges;
 pub mod sender_identity;
 pub mod smtp_relay;
+pub mod warmup;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +101,8 @@ pub struct Context {
     pub mailer: crate::smtp::SharedSessions,
     /// Secrets and ConfigMaps read for confirmation mails in the last seconds.
     pub mail_inputs: crate::k8s::source::RecentReads,
+    /// Open once relays are verified at start-up; confirmation mails wait for it.
+    pub warmup: warmup::Warmup,
 }
 
 /// Confirmation mails at most in one shared SMTP session.
@@ -445,6 +448,11 @@ pub async fn run(
         own_writes: Default::default(),
         mailer: crate::smtp::SharedSessions::new(MAILS_PER_SESSION),
         mail_inputs: Default::default(),
+        warmup: warmup::Warmup::start(
+            relay_store.clone(),
+            cluster_store.clone(),
+            warmup::WARMUP_LIMIT,
+        ),
         metrics,
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),

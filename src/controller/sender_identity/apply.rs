@@ -41,12 +41,13 @@ pub(super) async fn apply(
         }
     };
     let status = write_final_status(ctx, identity, observed, &plan, &secret).await?;
+    let transition = identity_transition(identity.status.as_ref(), &status);
     if clear_code {
         remove_annotation(ctx, &namespace, &identity.name_any(), CODE_ANNOTATION).await?;
-        code_answered(ctx, identity, &plan).await;
+        code_answered(ctx, identity, &plan, transition.as_ref()).await;
     }
-    if let Some(t) = identity_transition(identity.status.as_ref(), &status) {
-        publish(ctx, identity.as_ref(), &t).await;
+    if let Some(t) = &transition {
+        publish(ctx, identity.as_ref(), t).await;
     }
     let wait = requeue_after(&plan.confirmation, Timestamp::now());
     let wait = observed
@@ -67,6 +68,8 @@ async fn send_mail(
         // Confirmation mails are bulk work (verifications go first); those through
         // the same relay at about the same time share a session.
         Ok(target) => {
+            // At start-up, relays are verified first.
+            ctx.warmup.wait().await;
             let key = relay.unwrap_or(&target.host).to_string();
             ctx.mailer.send(&key, target, &ctx.limiter).await
         }
@@ -152,7 +155,12 @@ async fn write_final_status(
 
 /// Log and count a code given in the annotation; an Event only when wrong codes
 /// withdraw the attempt (guessing must not flood the namespace's events).
-async fn code_answered(ctx: &Context, identity: &SenderIdentity, plan: &Plan) {
+async fn code_answered(
+    ctx: &Context,
+    identity: &SenderIdentity,
+    plan: &Plan,
+    transition: Option<&relay::Transition>,
+) {
     let Some(Err(refusal)) = &plan.code else {
         ctx.metrics.confirmations_completed.inc();
         return;
@@ -163,7 +171,15 @@ async fn code_answered(ctx: &Context, identity: &SenderIdentity, plan: &Plan) {
         identity.name_any(),
     );
     tracing::info!(%namespace, %name, reason = refusal.name(), failed_codes = plan.confirmation.failed_codes, "confirmation code refused");
-    if *refusal == Refusal::Mismatch && locked_out(&plan.confirmation) {
+    // Once, when the attempt is withdrawn (guesses after that publish nothing), and
+    // not twice: Ready turning False for it already says so.
+    let already = identity
+        .status
+        .as_ref()
+        .and_then(|s| s.confirmation.as_ref())
+        .is_some_and(locked_out)
+        || transition.is_some_and(|t| t.reason == CODE_ATTEMPTS_EXHAUSTED);
+    if *refusal == Refusal::Mismatch && locked_out(&plan.confirmation) && !already {
         publish(
             ctx,
             identity,
