@@ -415,7 +415,10 @@ pub async fn run(
         tracing::error!("shared reflectors refused a subscriber; not starting the controllers");
         return;
     };
-    let cfg = watcher::Config::default().any_semantic();
+    // Initial lists in pages of 500 (from etcd): served whole from the watch cache
+    // (resourceVersion=0), 10,000 identities with status and managedFields are one
+    // ~66 MB body, parsed at once before the cache slims each object.
+    let cfg = watcher::Config::default().page_size(500);
     let relay_reflector = watcher(relays, cfg.clone())
         .default_backoff()
         .modify(slim)

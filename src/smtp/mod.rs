@@ -24,7 +24,7 @@ pub use destination::{Cidr, CidrError, DestinationPolicy, Destinations, Refusal,
 pub use limiter::{HostLimiter, HostPermit};
 pub use message::{Mailbox, Outgoing, TestMessage, build_message, effective_reply_to};
 pub use session::{Delivery, send_each, verify};
-pub use shared::SharedSessions;
+pub use shared::{SharedSessions, session_key};
 
 /// How the session is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

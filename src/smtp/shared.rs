@@ -1,5 +1,6 @@
-//! Messages that go through the same relay at about the same time share one session:
-//! connect, TLS and AUTH once, then one transaction per message ([`send_each`]).
+//! Messages that go to the same server with the same account at about the same time
+//! share one session ([`session_key`]): connect, TLS and AUTH once, then one
+//! transaction per message ([`send_each`]).
 //!
 //! The first sender for a key opens a queue and leads it: it waits for a session slot
 //! on the host (bulk work, after verifications), and while it waits, others with the
@@ -18,7 +19,7 @@ use tokio::sync::oneshot;
 use super::{Delivery, Failure, FailureReason, HostLimiter, Outcome, Outgoing, Step, Target};
 use super::{send_each, verify};
 
-/// The open queue of messages per key (the relay they go through).
+/// The open queue of messages per key ([`session_key`]).
 #[derive(Debug)]
 pub struct SharedSessions {
     per_session: usize,
@@ -61,7 +62,7 @@ impl SharedSessions {
 
     /// Send `target.message` through a session shared with the other messages sent
     /// under the same `key` meanwhile. Targets under one key should describe the
-    /// same session (same relay); one that does not gets a session of its own.
+    /// same session ([`session_key`]); one that does not gets a session of its own.
     pub async fn send(&self, key: &str, mut target: Target, limiter: &HostLimiter) -> Outcome {
         let Some(message) = target.message.take() else {
             return verify(&target).await;
@@ -175,6 +176,31 @@ impl Drop for Close<'_> {
     }
 }
 
+/// The key under which messages share sessions: everything that makes a session
+/// (server, port, TLS, account, limits), the password and CA bundle hashed. Mails for
+/// different relay objects that reach the same server with the same account are the
+/// same session on the wire; [`same_session`] still compares the fields themselves.
+pub fn session_key(t: &Target) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (t.security as u8).hash(&mut h);
+    t.tls.server_name.hash(&mut h);
+    t.tls.ca_bundle_pem.hash(&mut h);
+    t.tls.insecure_skip_verify.hash(&mut h);
+    t.timeout.hash(&mut h);
+    if let Some(c) = &t.credentials {
+        (c.mechanism as u8).hash(&mut h);
+        c.username.hash(&mut h);
+        c.password.expose().hash(&mut h);
+    }
+    format!(
+        "{}:{}#{:016x}",
+        t.host.to_ascii_lowercase(),
+        t.port,
+        h.finish()
+    )
+}
+
 /// Would these two targets open the same session (everything but the message)?
 fn same_session(a: &Target, b: &Target) -> bool {
     let creds = |t: &Target| {
@@ -192,4 +218,47 @@ fn same_session(a: &Target, b: &Target) -> bool {
         && creds(a) == creds(b)
         && a.destinations.policy == b.destinations.policy
         && a.destinations.scope == b.destinations.scope
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::{AuthMechanism, Credentials, Password, Security, TlsSettings};
+
+    fn target(password: &str) -> Target {
+        Target {
+            host: "Relay.Example.test".into(),
+            port: 587,
+            security: Security::StartTls,
+            tls: TlsSettings::default(),
+            credentials: Some(Credentials {
+                mechanism: AuthMechanism::Plain,
+                username: "app".into(),
+                password: Password::new(password),
+            }),
+            message: None,
+            timeout: std::time::Duration::from_secs(20),
+            destinations: crate::smtp::Destinations::new(
+                Default::default(),
+                crate::smtp::Scope::Namespaced,
+            ),
+        }
+    }
+
+    #[test]
+    fn one_key_per_server_and_account_and_never_the_password() {
+        let a = session_key(&target("s3cret-one"));
+        assert_eq!(a, session_key(&target("s3cret-one")));
+        assert!(a.starts_with("relay.example.test:587#"), "{a}");
+        assert!(!a.contains("s3cret"));
+        assert_ne!(a, session_key(&target("s3cret-two")));
+        let mut other_port = target("s3cret-one");
+        other_port.port = 465;
+        assert_ne!(a, session_key(&other_port));
+        let mut other_ca = target("s3cret-one");
+        other_ca.tls.ca_bundle_pem = Some(b"pem".to_vec());
+        assert_ne!(a, session_key(&other_ca));
+        assert!(same_session(&target("x"), &target("x")));
+        assert!(!same_session(&target("x"), &target("y")));
+    }
 }

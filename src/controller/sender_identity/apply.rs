@@ -23,8 +23,7 @@ pub(super) async fn apply(
         // One status write per mail, after it: a crash before that write leaves a
         // mailed link whose digest was never recorded (refused like any wrong link)
         // and no attempt in status, so the next reconcile mails a new one.
-        let relay = observed.relay.as_ref().map(|r| r.binding.as_str()).ok();
-        send_mail(ctx, &identity.spec.address, relay, mail, &mut plan).await;
+        send_mail(ctx, &identity.spec.address, mail, &mut plan).await;
     }
     let namespace = identity.namespace().unwrap_or_default();
     if let Some(stale) = &withdraw {
@@ -60,17 +59,16 @@ pub(super) async fn apply(
 async fn send_mail(
     ctx: &Context,
     address: &str,
-    relay: Option<&str>,
     mail: Option<Result<smtp::Target, String>>,
     plan: &mut Plan,
 ) {
     let outcome = match mail.unwrap_or_else(|| Err("no relay".into())) {
         // Confirmation mails are bulk work (verifications go first); those through
-        // the same relay at about the same time share a session.
+        // the same server and account at about the same time share a session.
         Ok(target) => {
             // At start-up, relays are verified first.
             ctx.warmup.wait().await;
-            let key = relay.unwrap_or(&target.host).to_string();
+            let key = smtp::session_key(&target);
             ctx.mailer.send(&key, target, &ctx.limiter).await
         }
         Err(message) => smtp::Outcome {
