@@ -6,7 +6,8 @@
 //! on the host (bulk work, after verifications), and while it waits, others with the
 //! same key join its queue, up to [`SharedSessions::new`]'s `per_session` messages
 //! (a full queue makes the next sender open another, with its own leader and slot).
-//! With the slot, the leader closes its queue and sends it in one session. A refused
+//! With the slot (and [`GATHER`] for senders right behind, unless the queue is full),
+//! the leader closes its queue and sends it in one session. A refused
 //! transaction fails only its own message; messages a broken session did not reach
 //! are tried again in a new session, as long as each session gets somewhere.
 
@@ -18,6 +19,9 @@ use tokio::sync::oneshot;
 
 use super::{Delivery, Failure, FailureReason, HostLimiter, Outcome, Outgoing, Step, Target};
 use super::{send_each, verify};
+
+/// How long a leader holding a session slot waits for others to join its queue.
+pub const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The open queue of messages per key ([`session_key`]).
 #[derive(Debug)]
@@ -100,6 +104,11 @@ impl SharedSessions {
                 queue,
             };
             let _permit = limiter.acquire_bulk(&host).await;
+            // A slot that was free at once gathered nobody yet: give the senders
+            // right behind a moment to join, unless the queue is already full.
+            if !guard.full(self.per_session) {
+                tokio::time::sleep(GATHER).await;
+            }
             let mut batch = guard.close();
             while !batch.is_empty() {
                 batch = self.session(batch).await;
@@ -156,6 +165,10 @@ struct Close<'a> {
 }
 
 impl Close<'_> {
+    fn full(&self, per_session: usize) -> bool {
+        lock(&self.queue).jobs.len() >= per_session
+    }
+
     fn close(&self) -> Vec<Job> {
         let mut open = lock(&self.shared.open);
         if open
