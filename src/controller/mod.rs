@@ -2,9 +2,13 @@
 
 pub mod cluster_smtp_relay;
 mod gauges;
+mod mappers;
 pub mod sender_identity;
 pub mod smtp_relay;
 pub mod warmup;
+
+pub use mappers::{RelayKind, references};
+use mappers::{identities_using, referencing};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +23,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::api::{
-    ClusterSmtpRelay, RelayKindRef, SenderIdentity, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus,
-};
+use crate::api::{ClusterSmtpRelay, RelayKindRef, SenderIdentity, SmtpRelay, SmtpRelayStatus};
 use crate::metrics::Metrics;
 use crate::relay::{self, Transition};
 use crate::smtp::HostLimiter;
@@ -272,105 +274,6 @@ pub fn jittered(d: Duration) -> Duration {
     use rand::Rng as _;
     let factor: f64 = rand::rng().random_range(1.0..1.1);
     d.mul_f64(factor).max(Duration::from_secs(1))
-}
-
-/// Does this relay spec reference the Secret (or ConfigMap) `namespace/name`?
-pub fn references(
-    spec: &SmtpRelaySpec,
-    own_namespace: Option<&str>,
-    default_namespace: &str,
-    kind: crate::api::CaBundleKind,
-    namespace: &str,
-    name: &str,
-) -> bool {
-    let ns_of = |explicit: Option<&String>| -> String {
-        own_namespace
-            .map(str::to_string)
-            .or_else(|| explicit.cloned())
-            .unwrap_or_else(|| default_namespace.to_string())
-    };
-    let creds = kind == crate::api::CaBundleKind::Secret
-        && spec.auth.as_ref().is_some_and(|a| {
-            a.credentials_secret_ref.name == name
-                && ns_of(a.credentials_secret_ref.namespace.as_ref()) == namespace
-        });
-    let ca = spec.tls.ca_bundle_ref.as_ref().is_some_and(|c| {
-        c.kind == kind && c.name == name && ns_of(c.namespace.as_ref()) == namespace
-    });
-    // The round trip's mailbox credentials and CA bundle.
-    let mailbox = spec.verification.round_trip.as_ref().is_some_and(|rt| {
-        rt.refs_to(kind, name)
-            .into_iter()
-            .any(|ns| ns_of(ns) == namespace)
-    });
-    creds || ca || mailbox
-}
-
-/// Both relay kinds, as the Secret mapper sees them.
-pub trait RelayKind: Resource<DynamicType = ()> + Clone + Send + Sync + 'static {
-    fn relay_spec(&self) -> &SmtpRelaySpec;
-    fn relay_status(&self) -> Option<&SmtpRelayStatus>;
-}
-
-impl RelayKind for SmtpRelay {
-    fn relay_spec(&self) -> &SmtpRelaySpec {
-        &self.spec
-    }
-    fn relay_status(&self) -> Option<&SmtpRelayStatus> {
-        self.status.as_ref()
-    }
-}
-
-impl RelayKind for ClusterSmtpRelay {
-    fn relay_spec(&self) -> &SmtpRelaySpec {
-        &self.spec.relay
-    }
-    fn relay_status(&self) -> Option<&SmtpRelayStatus> {
-        self.status.as_ref()
-    }
-}
-
-/// Map a Secret/ConfigMap event to the relays (of one kind) that reference it.
-fn referencing<R: RelayKind, M: Resource>(
-    store: Store<R>,
-    kind: crate::api::CaBundleKind,
-    default_ns: String,
-) -> impl Fn(PartialObjectMeta<M>) -> Vec<ObjectRef<R>> + Send + Sync + 'static {
-    move |obj| {
-        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        store
-            .state()
-            .into_iter()
-            .filter(|r| {
-                references(
-                    r.relay_spec(),
-                    r.namespace().as_deref(),
-                    &default_ns,
-                    kind,
-                    &ns,
-                    &name,
-                )
-            })
-            .map(|r| ObjectRef::from_obj(&*r))
-            .collect()
-    }
-}
-
-/// Map a relay event (of one kind) to the identities that use that relay.
-fn identities_using<R: RelayKind>(
-    identities: Store<SenderIdentity>,
-    kind: RelayKindRef,
-) -> impl Fn(Arc<R>) -> Vec<ObjectRef<SenderIdentity>> + Send + Sync + 'static {
-    move |r| {
-        // A cluster relay has no namespace; identities in any namespace may use it.
-        let (ns, name) = (r.namespace(), r.name_any());
-        identities
-            .state()
-            .into_iter()
-            .filter(|i| sender_identity::uses_relay(i, kind, ns.as_deref(), &name))
-            .map(|i| ObjectRef::from_obj(&*i))
-            .collect()
-    }
 }
 
 /// Run both relay controllers until `shutdown` resolves; in-flight reconciles finish.

@@ -14,6 +14,7 @@ mod message;
 mod session;
 mod shared;
 mod tls;
+mod transactions;
 mod wire;
 
 use std::fmt;
@@ -23,8 +24,9 @@ pub use connect::{open_tcp, tls_client, tls_handshake, tls_version};
 pub use destination::{Cidr, CidrError, DestinationPolicy, Destinations, Refusal, Scope};
 pub use limiter::{HostLimiter, HostPermit};
 pub use message::{Mailbox, Outgoing, TestMessage, build_message, effective_reply_to};
-pub use session::{Delivery, send_each, verify};
+pub use session::verify;
 pub use shared::{SharedSessions, session_key};
+pub use transactions::{Delivery, send_each};
 
 /// How the session is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

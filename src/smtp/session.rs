@@ -50,110 +50,11 @@ pub async fn verify(target: &Target) -> Outcome {
     finish(session.outcome, target, start)
 }
 
-/// One message's result in a shared session.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub outcome: Outcome,
-    /// False when the session ended (or never opened) before this message's turn: it
-    /// was not offered to the server, and may be sent in another session.
-    pub attempted: bool,
-}
-
-/// Send several messages through one session (the target's own message is not
-/// sent): connect, TLS, EHLO and AUTH once, then one MAIL/RCPT/DATA transaction per
-/// message, each with the target's whole timeout. Every message gets its own outcome:
-/// the session's steps, then its transaction's. A transaction the server refuses
-/// fails only its own message (RSET, then the next); when the session itself fails,
-/// the messages it did not reach carry that failure with `attempted: false`.
-pub async fn send_each(target: &Target, messages: &[Outgoing]) -> Vec<Delivery> {
-    let start = Instant::now();
-    let mut session = Session {
-        target,
-        deadline: start + target.timeout,
-        outcome: Outcome::default(),
-    };
-    let prepared: Vec<Result<Prepared, Failure>> = messages.iter().map(prepare).collect();
-    let failed = |outcome: &Outcome, failure: Failure, attempted: bool| Delivery {
-        outcome: finish(
-            Outcome {
-                failure: Some(failure),
-                ..outcome.clone()
-            },
-            target,
-            start,
-        ),
-        attempted,
-    };
-    if prepared.iter().all(Result::is_err) {
-        return prepared
-            .into_iter()
-            .map(|p| failed(&Outcome::default(), p.err().unwrap_or_else(internal), true))
-            .collect();
-    }
-    let mut conn = match session.open().await {
-        Ok(conn) => conn,
-        Err(f) => {
-            return prepared
-                .into_iter()
-                .map(|p| match p {
-                    Err(invalid) => failed(&Outcome::default(), invalid, true),
-                    Ok(_) => failed(&session.outcome, f.clone(), false),
-                })
-                .collect();
-        }
-    };
-    let opened = session.outcome.clone();
-    let mut lost: Option<Failure> = None;
-    let mut out = Vec::with_capacity(prepared.len());
-    for p in prepared {
-        let (message_id, sender, recipient, bytes) = match p {
-            Err(invalid) => {
-                out.push(failed(&Outcome::default(), invalid, true));
-                continue;
-            }
-            Ok(p) => p,
-        };
-        if let Some(f) = &lost {
-            let untried = Failure {
-                message: format!("the session ended before this message: {}", f.message),
-                ..f.clone()
-            };
-            out.push(failed(&opened, untried, false));
-            continue;
-        }
-        session.outcome = opened.clone();
-        session.deadline = Instant::now() + target.timeout;
-        match session.send(&mut conn, &sender, &recipient, &bytes).await {
-            Ok(()) => session.outcome.message_id = Some(message_id),
-            Err(f) => {
-                // A negative reply ends only this transaction; anything else (a lost
-                // connection, a timeout) ends the session.
-                let refused = f.code.is_some_and(|c| (400..600).contains(&c) && c != 421);
-                if !(refused && session.reset(&mut conn).await) {
-                    lost = Some(f.clone());
-                }
-                session.outcome.failure = Some(f);
-            }
-        }
-        out.push(Delivery {
-            outcome: finish(session.outcome.clone(), target, start),
-            attempted: true,
-        });
-    }
-    session.outcome = Outcome::default();
-    if lost.is_some() {
-        session.abort(&mut conn).await;
-    } else {
-        session.quit(&mut conn).await;
-    }
-    out
-}
-
 /// A message built and ready: (Message-ID, sender, recipient, bytes).
-type Prepared = (String, String, String, Vec<u8>);
+pub(super) type Prepared = (String, String, String, Vec<u8>);
 
 /// Build a message before touching the network.
-fn prepare(message: &Outgoing) -> Result<Prepared, Failure> {
+pub(super) fn prepare(message: &Outgoing) -> Result<Prepared, Failure> {
     build_message(message).map_err(|m| Failure {
         step: Step::Mail,
         reason: FailureReason::InvalidTarget,
@@ -163,7 +64,7 @@ fn prepare(message: &Outgoing) -> Result<Prepared, Failure> {
 }
 
 /// Total time and the password scrubbed from every text.
-fn finish(mut outcome: Outcome, target: &Target, start: Instant) -> Outcome {
+pub(super) fn finish(mut outcome: Outcome, target: &Target, start: Instant) -> Outcome {
     outcome.total = start.elapsed();
     if let Some(c) = &target.credentials {
         outcome.redact(c.password.expose());
@@ -171,10 +72,10 @@ fn finish(mut outcome: Outcome, target: &Target, start: Instant) -> Outcome {
     outcome
 }
 
-struct Session<'a> {
-    target: &'a Target,
-    deadline: Instant,
-    outcome: Outcome,
+pub(super) struct Session<'a> {
+    pub(super) target: &'a Target,
+    pub(super) deadline: Instant,
+    pub(super) outcome: Outcome,
 }
 
 impl Session<'_> {
@@ -225,7 +126,7 @@ impl Session<'_> {
     }
 
     /// A relay that accepted everything but fails QUIT still works: record, don't fail.
-    async fn quit(&mut self, conn: &mut AsyncSmtpConnection) {
+    pub(super) async fn quit(&mut self, conn: &mut AsyncSmtpConnection) {
         let _ = self
             .step(Step::Quit, async {
                 conn.quit()
@@ -237,7 +138,7 @@ impl Session<'_> {
     }
 
     /// RSET after a refused transaction; false when the session cannot go on.
-    async fn reset(&mut self, conn: &mut AsyncSmtpConnection) -> bool {
+    pub(super) async fn reset(&mut self, conn: &mut AsyncSmtpConnection) -> bool {
         let limit = self.deadline.min(Instant::now() + ABORT_GRACE);
         matches!(
             tokio::time::timeout_at(limit, conn.command(Rset)).await,
@@ -247,7 +148,7 @@ impl Session<'_> {
 
     /// Everything up to a session ready for MAIL: DNS, TCP, TLS, greeting, EHLO,
     /// STARTTLS, AUTH.
-    async fn open(&mut self) -> Result<AsyncSmtpConnection, Failure> {
+    pub(super) async fn open(&mut self) -> Result<AsyncSmtpConnection, Failure> {
         let target = self.target;
         let tls_config = match target.security {
             Security::None => None,
@@ -435,7 +336,7 @@ impl Session<'_> {
         Ok(conn)
     }
 
-    async fn send(
+    pub(super) async fn send(
         &mut self,
         conn: &mut AsyncSmtpConnection,
         sender: &str,
@@ -478,7 +379,7 @@ impl Session<'_> {
 
     /// Say goodbye after a failure, but never wait longer than the session may: lettre's
     /// abort sends QUIT and waits for the reply without a deadline of its own.
-    async fn abort(&self, conn: &mut AsyncSmtpConnection) {
+    pub(super) async fn abort(&self, conn: &mut AsyncSmtpConnection) {
         let limit = self.deadline.min(Instant::now() + ABORT_GRACE);
         let _ = tokio::time::timeout_at(limit, conn.abort()).await;
     }
