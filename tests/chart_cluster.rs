@@ -294,7 +294,12 @@ async fn the_chart_rbac_runs_two_replicas_and_one_takes_over() {
             {
                 break a;
             }
-            assert!(Instant::now() < deadline, "no confirmation mail sent");
+            assert!(
+                Instant::now() < deadline,
+                "no confirmation mail sent; replica logs:\n{}\n{}",
+                replicas[0].log_text(),
+                replicas[1].log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let mail = h.wait_for_message(&format!("X-SmtpRelay-Confirmation: {attempt}"));

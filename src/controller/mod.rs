@@ -5,7 +5,6 @@ mod gauges;
 mod mappers;
 pub mod sender_identity;
 pub mod smtp_relay;
-pub mod warmup;
 
 pub use mappers::{RelayKind, references};
 use mappers::{identities_using, referencing};
@@ -103,8 +102,6 @@ pub struct Context {
     pub mailer: crate::smtp::SharedSessions,
     /// Secrets and ConfigMaps read for confirmation mails in the last seconds.
     pub mail_inputs: crate::k8s::source::RecentReads,
-    /// Open once relays are verified at start-up; confirmation mails wait for it.
-    pub warmup: warmup::Warmup,
 }
 
 /// Confirmation mails at most in one shared SMTP session.
@@ -354,11 +351,6 @@ pub async fn run(
         own_writes: Default::default(),
         mailer: crate::smtp::SharedSessions::new(MAILS_PER_SESSION),
         mail_inputs: Default::default(),
-        warmup: warmup::Warmup::start(
-            relay_store.clone(),
-            cluster_store.clone(),
-            warmup::WARMUP_LIMIT,
-        ),
         metrics,
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),

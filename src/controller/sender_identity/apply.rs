@@ -66,8 +66,6 @@ async fn send_mail(
         // Confirmation mails are bulk work (verifications go first); those through
         // the same server and account at about the same time share a session.
         Ok(target) => {
-            // At start-up, relays are verified first.
-            ctx.warmup.wait().await;
             let key = smtp::session_key(&target);
             ctx.mailer.send(&key, target, &ctx.limiter).await
         }
