@@ -98,7 +98,8 @@ pub struct Context {
     pub sends: sender_identity::SendLog,
     /// Versions this process wrote over, until the caches catch up.
     pub own_writes: crate::k8s::OwnWrites,
-    /// Confirmation mails through one relay at about the same time share a session.
+    /// Confirmation mails to one server and account at about the same time share a
+    /// session.
     pub mailer: crate::smtp::SharedSessions,
     /// Secrets and ConfigMaps read for confirmation mails in the last seconds.
     pub mail_inputs: crate::k8s::source::RecentReads,
@@ -233,11 +234,7 @@ where
         }
         let status = adjust(status);
         if Some(&status) != relay_ref.status {
-            crate::k8s::apply_status(&api, obj, &status).await?;
-            ctx.own_writes.replaced(
-                obj.meta().uid.as_deref(),
-                obj.meta().resource_version.as_deref(),
-            );
+            ctx.own_writes.apply_status(&api, obj, &status).await?;
             tracing::info!(ready = ?status.conditions.last().map(|c| &c.reason), "status written");
         }
     }

@@ -127,6 +127,25 @@ impl OwnWrites {
         }
     }
 
+    /// [`apply_status`], remembering on success that `obj`'s version was written over.
+    pub async fn apply_status<K, S>(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        status: &S,
+    ) -> Result<K, WriteError>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+        S: Serialize + std::fmt::Debug,
+    {
+        let written = apply_status(api, obj, status).await?;
+        self.replaced(
+            obj.meta().uid.as_deref(),
+            obj.meta().resource_version.as_deref(),
+        );
+        Ok(written)
+    }
+
     /// Is `version` of `uid` one this process has already written over? Any other
     /// version means the cache has caught up: the entry is forgotten.
     pub fn is_superseded(&self, uid: Option<&str>, version: Option<&str>) -> bool {

@@ -200,12 +200,7 @@ pub(super) async fn write_identity_status(
         ctx.client.clone(),
         &identity.namespace().unwrap_or_default(),
     );
-    let written = crate::k8s::apply_status(&api, identity, status).await?;
-    ctx.own_writes.replaced(
-        identity.metadata.uid.as_deref(),
-        identity.metadata.resource_version.as_deref(),
-    );
-    Ok(written)
+    Ok(ctx.own_writes.apply_status(&api, identity, status).await?)
 }
 
 pub(super) async fn remove_annotation(
