@@ -166,15 +166,26 @@ pub struct RecentSource<'a> {
     pub recent: &'a RecentReads,
 }
 
-impl Source for RecentSource<'_> {
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Fetched>, SourceError> {
-        let key = (true, namespace.to_string(), name.to_string());
+impl RecentSource<'_> {
+    /// A recent read of (`secret`, namespace, name), or `read` kept for the next.
+    async fn through(
+        &self,
+        key: (bool, String, String),
+        read: impl Future<Output = Result<Option<Fetched>, SourceError>>,
+    ) -> Result<Option<Fetched>, SourceError> {
         if let Some(hit) = self.recent.get(&key) {
             return Ok(hit);
         }
-        let value = self.inner.secret(namespace, name).await?;
+        let value = read.await?;
         self.recent.put(key, value.clone());
         Ok(value)
+    }
+}
+
+impl Source for RecentSource<'_> {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Fetched>, SourceError> {
+        let key = (true, namespace.to_string(), name.to_string());
+        self.through(key, self.inner.secret(namespace, name)).await
     }
 
     async fn config_map(
@@ -183,11 +194,7 @@ impl Source for RecentSource<'_> {
         name: &str,
     ) -> Result<Option<Fetched>, SourceError> {
         let key = (false, namespace.to_string(), name.to_string());
-        if let Some(hit) = self.recent.get(&key) {
-            return Ok(hit);
-        }
-        let value = self.inner.config_map(namespace, name).await?;
-        self.recent.put(key, value.clone());
-        Ok(value)
+        self.through(key, self.inner.config_map(namespace, name))
+            .await
     }
 }
