@@ -40,8 +40,8 @@ pub struct HostPermit {
 impl Drop for HostPermit {
     fn drop(&mut self) {
         self.slot.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if self.urgent && self.slot.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.slot.urgent_served.notify_waiters();
+        if self.urgent {
+            self.slot.urgent_done();
         }
     }
 }
@@ -131,8 +131,15 @@ struct Pending(Arc<HostSlot>);
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if self.0.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.urgent_served.notify_waiters();
+        self.0.urgent_done();
+    }
+}
+
+impl HostSlot {
+    /// A verification stopped waiting or ended its session: the last one wakes bulk work.
+    fn urgent_done(&self) {
+        if self.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.urgent_served.notify_waiters();
         }
     }
 }
