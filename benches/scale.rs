@@ -243,6 +243,15 @@ fn cpu_table(operator: u32, envtest_dir: &Path) -> [f64; 3] {
     ]
 }
 
+/// "operator / kube-apiserver / etcd" CPU seconds between two [`cpu_table`]s.
+fn cpu_since(now: &[f64; 3], before: &[f64; 3]) -> String {
+    now.iter()
+        .zip(before)
+        .map(|(a, b)| format!("{:.1}", a - b))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 /// The API server's request counts by verb, resource and subresource.
 async fn apiserver_requests(client: &Client) -> BTreeMap<String, f64> {
     let req = http::Request::get("/metrics")
@@ -531,21 +540,12 @@ async fn main() {
 
     println!(
         "| CPU while converging (s): operator / kube-apiserver / etcd | {} |",
-        cpu_after
-            .iter()
-            .zip(&cpu_before)
-            .map(|(a, b)| format!("{:.1}", a - b))
-            .collect::<Vec<_>>()
-            .join(" / ")
+        cpu_since(&cpu_after, &cpu_before)
     );
     if let Some((cpu, machine, sent)) = at_relays {
         println!(
             "| until all relays Ready: CPU s operator / kube-apiserver / etcd, whole machine busy, identities already sent | {} / {:.1} of {:.1}, {sent} |",
-            cpu.iter()
-                .zip(&cpu_before)
-                .map(|(a, b)| format!("{:.1}", a - b))
-                .collect::<Vec<_>>()
-                .join(" / "),
+            cpu_since(&cpu, &cpu_before),
             machine.0 - machine_before.0,
             machine.1 - machine_before.1,
         );
