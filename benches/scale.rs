@@ -157,18 +157,35 @@ fn changed(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> usize 
     b.iter().filter(|(k, v)| a.get(*k) != Some(*v)).count()
 }
 
-type Tracked = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>;
+/// Per object, whether it is done; the watch stops when this is dropped.
+struct Tracked {
+    state: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
 
 /// Watch a kind and keep, per object, whether `done` holds.
 fn track<K>(api: Api<K>, done: fn(&K) -> bool) -> Tracked
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
+    use kube::runtime::WatchStreamExt as _;
     use kube::runtime::watcher;
-    let state: Tracked = Default::default();
-    let out = state.clone();
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(watcher(api, watcher::Config::default().any_semantic()));
+    let state: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, bool>>> =
+        Default::default();
+    let shared = state.clone();
+    // With a backoff: once the API server is gone, an immediate retry that fails at
+    // once would never yield, and the runtime could not stop this task.
+    let task = tokio::spawn(async move {
+        let state = shared;
+        let mut events = std::pin::pin!(
+            watcher(api, watcher::Config::default().any_semantic()).default_backoff()
+        );
         while let Some(event) = events.next().await {
             let mut map = state.lock().unwrap_or_else(|e| e.into_inner());
             match event {
@@ -187,11 +204,12 @@ where
             }
         }
     });
-    out
+    Tracked { state, task }
 }
 
 fn count(t: &Tracked) -> usize {
-    t.lock()
+    t.state
+        .lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .filter(|d| **d)
@@ -241,6 +259,70 @@ fn cpu_table(operator: u32, envtest_dir: &Path) -> [f64; 3] {
         cpu_secs(pid_of("apiserver.pid")),
         cpu_secs(pid_of("etcd.pid")),
     ]
+}
+
+/// CPU seconds of every other process by command name (user + system, with the
+/// children it has reaped: Postfix's master collects its short-lived daemons), and of
+/// this benchmark itself under "bench"; the operator, kube-apiserver and etcd are in
+/// [`cpu_table`].
+fn cpu_others(operator: u32) -> BTreeMap<String, f64> {
+    let me = std::process::id();
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == operator {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let comm = if pid == me {
+            "bench".to_string()
+        } else {
+            head.split_once(" (").map_or("?", |(_, c)| c).to_string()
+        };
+        if comm == "kube-apiserver" || comm == "etcd" {
+            continue;
+        }
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let own = ticks(11) + ticks(12);
+        // The bench's children (the operator) are counted on their own.
+        let reaped = if pid == me {
+            0.0
+        } else {
+            ticks(13) + ticks(14)
+        };
+        *out.entry(comm).or_insert(0.0) += (own + reaped) / 100.0;
+    }
+    out
+}
+
+/// The largest CPU users among [`cpu_others`] between two samples.
+fn others_since(now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> String {
+    let mut v: Vec<(&String, f64)> = now
+        .iter()
+        .map(|(k, a)| (k, a - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, d)| *d >= 0.1)
+        .collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.iter()
+        .take(10)
+        .map(|(k, d)| format!("{k} {d:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// "operator / kube-apiserver / etcd" CPU seconds between two [`cpu_table`]s.
@@ -448,6 +530,7 @@ async fn main() {
         },
     );
     let cpu_before = cpu_table(pid, &dir);
+    let others_before = cpu_others(pid);
     let machine_before = machine_cpu();
     let requests_before = apiserver_requests(&client).await;
     let (mut t_relays, mut t_sent) = (None, None);
@@ -463,7 +546,12 @@ async fn main() {
         ready = count(&ready_relays);
         if ready == relays_n && t_relays.is_none() {
             t_relays = Some(started.elapsed());
-            at_relays = Some((cpu_table(pid, &dir), machine_cpu(), count(&sent_identities)));
+            at_relays = Some((
+                cpu_table(pid, &dir),
+                cpu_others(pid),
+                machine_cpu(),
+                count(&sent_identities),
+            ));
         }
         waiting = identities_n.saturating_sub(count(&sent_identities));
         if waiting == 0 && t_sent.is_none() {
@@ -471,6 +559,10 @@ async fn main() {
         }
     }
     let cpu_after = cpu_table(pid, &dir);
+    let others_after = cpu_others(pid);
+    // Progress is known; the watches would only add load from here on.
+    drop(ready_relays);
+    drop(sent_identities);
     let machine_after = machine_cpu();
     let requests_after = apiserver_requests(&client).await;
     let metrics = scrape(metrics_port).await;
@@ -542,10 +634,15 @@ async fn main() {
         "| CPU while converging (s): operator / kube-apiserver / etcd | {} |",
         cpu_since(&cpu_after, &cpu_before)
     );
-    if let Some((cpu, machine, sent)) = at_relays {
+    println!(
+        "| CPU while converging (s), everything else | {} |",
+        others_since(&others_after, &others_before)
+    );
+    if let Some((cpu, others, machine, sent)) = at_relays {
         println!(
-            "| until all relays Ready: CPU s operator / kube-apiserver / etcd, whole machine busy, identities already sent | {} / {:.1} of {:.1}, {sent} |",
+            "| until all relays Ready: CPU s operator / kube-apiserver / etcd, everything else, whole machine busy, identities already sent | {} ({}) / {:.1} of {:.1}, {sent} |",
             cpu_since(&cpu, &cpu_before),
+            others_since(&others, &others_before),
             machine.0 - machine_before.0,
             machine.1 - machine_before.1,
         );
