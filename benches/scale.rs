@@ -216,17 +216,31 @@ fn count(t: &Tracked) -> usize {
         .count()
 }
 
-/// CPU seconds (user + system) of a process.
-fn cpu_secs(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+/// A process's command name and CPU seconds from /proc/PID/stat: its own (user +
+/// system) and that of the children it has reaped.
+struct ProcCpu {
+    comm: String,
+    own: f64,
+    reaped: f64,
+}
+
+fn proc_cpu(pid: u32) -> Option<ProcCpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after ") ".
-    let rest = stat.rsplit_once(") ").map_or("", |(_, r)| r);
+    let (head, rest) = stat.rsplit_once(") ")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    // utime, stime, cutime, cstime are fields 14 to 17 of stat; 12 to 15 after the name.
+    Some(ProcCpu {
+        comm: head.split_once(" (").map_or("?", |(_, c)| c).to_string(),
+        own: (ticks(11) + ticks(12)) / 100.0,
+        reaped: (ticks(13) + ticks(14)) / 100.0,
+    })
+}
+
+/// CPU seconds (user + system) of a process.
+fn cpu_secs(pid: u32) -> f64 {
+    proc_cpu(pid).map_or(0.0, |p| p.own)
 }
 
 /// (busy, total) CPU seconds of the whole machine, all cores.
@@ -282,30 +296,19 @@ fn cpu_others(operator: u32) -> BTreeMap<String, f64> {
         if pid == operator {
             continue;
         }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Some(p) = proc_cpu(pid) else {
             continue;
         };
-        let Some((head, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let comm = if pid == me {
-            "bench".to_string()
-        } else {
-            head.split_once(" (").map_or("?", |(_, c)| c).to_string()
-        };
-        if comm == "kube-apiserver" || comm == "etcd" {
+        if p.comm == "kube-apiserver" || p.comm == "etcd" {
             continue;
         }
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let own = ticks(11) + ticks(12);
         // The bench's children (the operator) are counted on their own.
-        let reaped = if pid == me {
-            0.0
+        let (comm, cpu) = if pid == me {
+            ("bench".to_string(), p.own)
         } else {
-            ticks(13) + ticks(14)
+            (p.comm, p.own + p.reaped)
         };
-        *out.entry(comm).or_insert(0.0) += (own + reaped) / 100.0;
+        *out.entry(comm).or_insert(0.0) += cpu;
     }
     out
 }
