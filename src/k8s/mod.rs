@@ -91,7 +91,15 @@ where
 /// would be undone by the conflict of its write, after it had read Secrets and perhaps
 /// minted a new confirmation attempt. [`OwnWrites::is_superseded`] says so first.
 #[derive(Debug, Default)]
-pub struct OwnWrites(Mutex<HashMap<String, Replaced>>);
+pub struct OwnWrites(Mutex<OwnWritesState>);
+
+#[derive(Debug, Default)]
+struct OwnWritesState {
+    by_uid: HashMap<String, Replaced>,
+    /// When entries were last swept: at most once per [`OWN_WRITES_TTL`], not on
+    /// every write (a write per reconcile must not walk every entry).
+    swept: Option<Instant>,
+}
 
 #[derive(Debug)]
 struct Replaced {
@@ -103,7 +111,9 @@ struct Replaced {
 /// Entries are dropped once the cache shows anything else, or after this long (a watch
 /// that never delivers the write; the object was deleted).
 const OWN_WRITES_TTL: Duration = Duration::from_secs(60);
-/// Past this many objects, entries older than [`OWN_WRITES_TTL`] are swept on write.
+/// Past this many objects, entries older than [`OWN_WRITES_TTL`] are swept on write,
+/// at most once per [`OWN_WRITES_TTL`] (a stale entry is never used meanwhile:
+/// [`OwnWrites::is_superseded`] checks its age).
 const OWN_WRITES_SWEEP: usize = 1024;
 
 impl OwnWrites {
@@ -112,15 +122,25 @@ impl OwnWrites {
         let (Some(uid), Some(before)) = (uid, before) else {
             return;
         };
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if map.len() >= OWN_WRITES_SWEEP {
-            map.retain(|_, r| now.duration_since(r.at) < OWN_WRITES_TTL);
+        if state.by_uid.len() >= OWN_WRITES_SWEEP
+            && state
+                .swept
+                .is_none_or(|t| now.duration_since(t) >= OWN_WRITES_TTL)
+        {
+            state
+                .by_uid
+                .retain(|_, r| now.duration_since(r.at) < OWN_WRITES_TTL);
+            state.swept = Some(now);
         }
-        let entry = map.entry(uid.to_string()).or_insert_with(|| Replaced {
-            versions: Vec::new(),
-            at: now,
-        });
+        let entry = state
+            .by_uid
+            .entry(uid.to_string())
+            .or_insert_with(|| Replaced {
+                versions: Vec::new(),
+                at: now,
+            });
         entry.at = now;
         if !entry.versions.iter().any(|v| v == before) {
             entry.versions.push(before.to_string());
@@ -152,20 +172,24 @@ impl OwnWrites {
         let (Some(uid), Some(version)) = (uid, version) else {
             return false;
         };
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = map.get(uid) else {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = state.by_uid.get(uid) else {
             return false;
         };
         if entry.versions.iter().any(|v| v == version) && entry.at.elapsed() < OWN_WRITES_TTL {
             return true;
         }
-        map.remove(uid);
+        state.by_uid.remove(uid);
         false
     }
 
     /// Objects with versions remembered (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_uid
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -217,8 +241,8 @@ mod tests {
             own.replaced(Some(&i.to_string()), Some("1"));
         }
         {
-            let mut map = own.0.lock().unwrap_or_else(|e| e.into_inner());
-            for r in map.values_mut() {
+            let mut state = own.0.lock().unwrap_or_else(|e| e.into_inner());
+            for r in state.by_uid.values_mut() {
                 r.at =
                     r.at.checked_sub(OWN_WRITES_TTL)
                         .expect("uptime over a minute");

@@ -60,34 +60,53 @@ pub fn locked_out(c: &ConfirmationStatus) -> bool {
 pub use crate::api::identity_conditions as conditions;
 
 /// Confirmation mails sent per address in the last 24 hours, in the leader's memory.
+/// A call looks at its own address only; addresses with nothing left in the last day
+/// are swept at most once an hour (a call per reconcile must not walk every address).
 #[derive(Debug, Default)]
-pub struct SendLog(std::sync::Mutex<BTreeMap<String, Vec<Timestamp>>>);
+pub struct SendLog(std::sync::Mutex<SendLogState>);
+
+#[derive(Debug, Default)]
+struct SendLogState {
+    by_address: BTreeMap<String, Vec<Timestamp>>,
+    swept: Option<Timestamp>,
+}
+
+fn day_before(now: Timestamp) -> Timestamp {
+    now - jiff::SignedDuration::from_hours(24)
+}
 
 impl SendLog {
-    fn with<T>(
-        &self,
-        now: Timestamp,
-        f: impl FnOnce(&mut BTreeMap<String, Vec<Timestamp>>) -> T,
-    ) -> T {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let day_ago = now - jiff::SignedDuration::from_hours(24);
-        map.retain(|_, times| {
-            times.retain(|t| *t > day_ago);
-            !times.is_empty()
-        });
-        f(&mut map)
+    fn lock(&self, now: Timestamp) -> std::sync::MutexGuard<'_, SendLogState> {
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let hour_ago = now - jiff::SignedDuration::from_hours(1);
+        if state.swept.is_none_or(|t| t < hour_ago) {
+            let day_ago = day_before(now);
+            state.by_address.retain(|_, times| {
+                times.retain(|t| *t > day_ago);
+                !times.is_empty()
+            });
+            state.swept = Some(now);
+        }
+        state
     }
 
     pub fn count(&self, address: &str, now: Timestamp) -> usize {
-        self.with(now, |m| {
-            m.get(&address.to_ascii_lowercase()).map_or(0, Vec::len)
-        })
+        let day_ago = day_before(now);
+        self.lock(now)
+            .by_address
+            .get(&address.to_ascii_lowercase())
+            .map_or(0, |times| times.iter().filter(|t| **t > day_ago).count())
     }
 
     pub fn record(&self, address: &str, now: Timestamp) {
-        self.with(now, |m| {
-            m.entry(address.to_ascii_lowercase()).or_default().push(now)
-        });
+        let day_ago = day_before(now);
+        let mut state = self.lock(now);
+        let times = state
+            .by_address
+            .entry(address.to_ascii_lowercase())
+            .or_default();
+        times.retain(|t| *t > day_ago);
+        times.push(now);
     }
 }
 
