@@ -71,11 +71,13 @@ impl HostLimiter {
     /// Wait for a session slot on `host` (a verification: served first).
     pub async fn acquire(&self, host: &str) -> HostPermit {
         let slot = self.slot(host);
-        // Counted until the permit is dropped (also if this future is dropped first).
-        let pending = Pending(Arc::clone(&slot));
+        // Counted until the permit is dropped (also if this future is dropped first:
+        // then `pending` stops the count).
         slot.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+        let mut pending = Pending(Some(Arc::clone(&slot)));
         let permit = Self::take(&slot).await;
-        std::mem::forget(pending);
+        // From here the permit stops the count when it is dropped.
+        pending.0 = None;
         Self::granted(slot, permit, true)
     }
 
@@ -127,11 +129,13 @@ impl HostLimiter {
 }
 
 /// A verification waiting for its slot; dropped while waiting, it stops counting.
-struct Pending(Arc<HostSlot>);
+struct Pending(Option<Arc<HostSlot>>);
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.urgent_done();
+        if let Some(slot) = self.0.take() {
+            slot.urgent_done();
+        }
     }
 }
 

@@ -139,9 +139,8 @@ impl Session<'_> {
 
     /// RSET after a refused transaction; false when the session cannot go on.
     pub(super) async fn reset(&mut self, conn: &mut AsyncSmtpConnection) -> bool {
-        let limit = self.deadline.min(Instant::now() + ABORT_GRACE);
         matches!(
-            tokio::time::timeout_at(limit, conn.command(Rset)).await,
+            tokio::time::timeout_at(self.grace(), conn.command(Rset)).await,
             Ok(Ok(_))
         )
     }
@@ -380,8 +379,13 @@ impl Session<'_> {
     /// Say goodbye after a failure, but never wait longer than the session may: lettre's
     /// abort sends QUIT and waits for the reply without a deadline of its own.
     pub(super) async fn abort(&self, conn: &mut AsyncSmtpConnection) {
-        let limit = self.deadline.min(Instant::now() + ABORT_GRACE);
-        let _ = tokio::time::timeout_at(limit, conn.abort()).await;
+        let _ = tokio::time::timeout_at(self.grace(), conn.abort()).await;
+    }
+
+    /// How long a closing exchange (RSET, QUIT after a failure) may take: at most
+    /// [`ABORT_GRACE`], never past the session's deadline.
+    fn grace(&self) -> Instant {
+        self.deadline.min(Instant::now() + ABORT_GRACE)
     }
 
     fn expect(
