@@ -25,6 +25,14 @@ fn target(port: u16, security: Security) -> Target {
     }
 }
 
+/// A target on one of our scripted servers (they listen on 127.0.0.1, no TLS).
+fn scripted(port: u16) -> Target {
+    Target {
+        host: "127.0.0.1".into(),
+        ..target(port, Security::None)
+    }
+}
+
 fn with_ca(mut t: Target) -> Target {
     t.tls.ca_bundle_pem = Some(harness().ca_pem());
     t
@@ -231,8 +239,7 @@ async fn tls_to_a_plain_port_is_a_handshake_failure() {
 #[tokio::test]
 async fn closed_port_is_connection_refused() {
     let closed = support::closed_port();
-    let mut t = target(closed.port, Security::None);
-    t.host = "127.0.0.1".into();
+    let t = scripted(closed.port);
     let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::ConnectionRefused), "{o:?}");
     assert_eq!(o.failure.as_ref().expect("f").step, Step::Connect);
@@ -249,8 +256,7 @@ async fn unresolvable_host_is_dns_failure() {
 #[tokio::test]
 async fn silent_server_times_out_within_the_configured_timeout() {
     let port = fault::start(Fault::Tarpit);
-    let mut t = target(port, Security::None);
-    t.host = "127.0.0.1".into();
+    let mut t = scripted(port);
     t.timeout = Duration::from_millis(700);
     let start = Instant::now();
     let o = smtp::verify(&t).await;
@@ -267,8 +273,7 @@ async fn silent_server_times_out_within_the_configured_timeout() {
 #[tokio::test]
 async fn busy_greeting_is_greeting_rejected_with_code() {
     let port = fault::start(Fault::Busy421);
-    let mut t = target(port, Security::None);
-    t.host = "127.0.0.1".into();
+    let t = scripted(port);
     let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::GreetingRejected), "{o:?}");
     let f = o.failure.as_ref().expect("f");
@@ -283,8 +288,7 @@ async fn busy_greeting_is_greeting_rejected_with_code() {
 #[tokio::test]
 async fn reset_in_the_middle_of_data_is_connection_lost() {
     let port = fault::start(Fault::ResetMidData);
-    let mut t = target(port, Security::None);
-    t.host = "127.0.0.1".into();
+    let mut t = scripted(port);
     t.message = Some(test_message("x@example.test", "reset").outgoing());
     let o = smtp::verify(&t).await;
     assert_eq!(reason(&o), Some(FailureReason::ConnectionLost), "{o:?}");
@@ -295,8 +299,7 @@ async fn reset_in_the_middle_of_data_is_connection_lost() {
 async fn a_server_echoing_auth_data_never_leaks_the_password() {
     let port = fault::start(Fault::EchoAuth);
     for mech in [AuthMechanism::Plain, AuthMechanism::Login] {
-        let mut t = with_auth(target(port, Security::None), mech, "S3cret-Echo-Pass");
-        t.host = "127.0.0.1".into();
+        let t = with_auth(scripted(port), mech, "S3cret-Echo-Pass");
         let o = smtp::verify(&t).await;
         assert_eq!(reason(&o), Some(FailureReason::AuthRejected), "{o:?}");
         let text = format!("{o:?} {}", o.failure.as_ref().expect("f").message);
@@ -362,8 +365,7 @@ fn mail_to(to: &str) -> smtp::Outgoing {
 #[tokio::test]
 async fn one_session_sends_each_message_and_a_refusal_fails_only_its_own() {
     let (port, seen) = fault::start_counting();
-    let mut t = with_auth(target(port, Security::None), AuthMechanism::Plain, "pw");
-    t.host = "127.0.0.1".into();
+    let t = with_auth(scripted(port), AuthMechanism::Plain, "pw");
     let mails = [
         mail_to("a@example.test"),
         mail_to("refuse@example.test"),
@@ -394,8 +396,7 @@ async fn one_session_sends_each_message_and_a_refusal_fails_only_its_own() {
 #[tokio::test]
 async fn a_session_lost_mid_data_fails_that_message_and_leaves_the_rest_untried() {
     let (port, seen) = fault::start_counting();
-    let mut t = target(port, Security::None);
-    t.host = "127.0.0.1".into();
+    let t = scripted(port);
     let mails = [
         mail_to("a@example.test"),
         mail_to("reset@example.test"),
@@ -434,8 +435,7 @@ async fn mails_through_one_relay_at_once_share_sessions_and_the_lost_ones_go_aga
         "d@example.test",
     ];
     let sends = to.iter().map(|to| {
-        let mut t = target(port, Security::None);
-        t.host = "127.0.0.1".into();
+        let mut t = scripted(port);
         t.message = Some(mail_to(to));
         let (shared, limiter) = (&shared, &limiter);
         async move { shared.send("SmtpRelay team/corp", t, limiter).await }
