@@ -105,6 +105,9 @@ struct OwnWritesState {
 struct Replaced {
     /// resourceVersions this process wrote over (precondition of each write).
     versions: Vec<String>,
+    /// The resourceVersion its last write produced: the watch event carrying it is
+    /// this process's own write coming back ([`OwnWrites::is_echo`]).
+    produced: Option<String>,
     at: Instant,
 }
 
@@ -117,8 +120,8 @@ const OWN_WRITES_TTL: Duration = Duration::from_secs(60);
 const OWN_WRITES_SWEEP: usize = 1024;
 
 impl OwnWrites {
-    /// A status write of the object `uid` replaced version `before`.
-    pub fn replaced(&self, uid: Option<&str>, before: Option<&str>) {
+    /// A status write of the object `uid` replaced version `before` with `after`.
+    pub fn replaced(&self, uid: Option<&str>, before: Option<&str>, after: Option<&str>) {
         let (Some(uid), Some(before)) = (uid, before) else {
             return;
         };
@@ -139,9 +142,11 @@ impl OwnWrites {
             .entry(uid.to_string())
             .or_insert_with(|| Replaced {
                 versions: Vec::new(),
+                produced: None,
                 at: now,
             });
         entry.at = now;
+        entry.produced = after.map(str::to_string);
         if !entry.versions.iter().any(|v| v == before) {
             entry.versions.push(before.to_string());
         }
@@ -162,8 +167,25 @@ impl OwnWrites {
         self.replaced(
             obj.meta().uid.as_deref(),
             obj.meta().resource_version.as_deref(),
+            written.meta().resource_version.as_deref(),
         );
         Ok(written)
+    }
+
+    /// Is this copy exactly what this process's last status write produced? Its
+    /// watch event then brings nothing to decide: the write was the decision, and the
+    /// reconcile that made it has already scheduled the next one. Controllers drop
+    /// such events from their own kind's triggers (other kinds still see them: an
+    /// identity is woken by its relay turning Ready).
+    pub fn is_echo(&self, uid: Option<&str>, version: Option<&str>) -> bool {
+        let (Some(uid), Some(version)) = (uid, version) else {
+            return false;
+        };
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .by_uid
+            .get(uid)
+            .is_some_and(|e| e.produced.as_deref() == Some(version))
     }
 
     /// Is `version` of `uid` one this process has already written over? Any other
@@ -214,8 +236,8 @@ mod tests {
         let own = OwnWrites::default();
         assert!(!own.is_superseded(Some("u"), Some("1")));
         // Reconcile read 1, wrote the attempt (2), then the result (3).
-        own.replaced(Some("u"), Some("1"));
-        own.replaced(Some("u"), Some("2"));
+        own.replaced(Some("u"), Some("1"), Some("2"));
+        own.replaced(Some("u"), Some("2"), Some("3"));
         assert!(own.is_superseded(Some("u"), Some("1")));
         assert!(own.is_superseded(Some("u"), Some("2")));
         assert!(!own.is_superseded(Some("other"), Some("2")));
@@ -228,8 +250,8 @@ mod tests {
     #[test]
     fn objects_without_uid_or_version_are_never_superseded() {
         let own = OwnWrites::default();
-        own.replaced(None, Some("1"));
-        own.replaced(Some("u"), None);
+        own.replaced(None, Some("1"), Some("2"));
+        own.replaced(Some("u"), None, Some("2"));
         assert!(own.is_empty());
         assert!(!own.is_superseded(Some("u"), None));
     }
@@ -238,7 +260,7 @@ mod tests {
     fn old_entries_are_swept() {
         let own = OwnWrites::default();
         for i in 0..OWN_WRITES_SWEEP {
-            own.replaced(Some(&i.to_string()), Some("1"));
+            own.replaced(Some(&i.to_string()), Some("1"), Some("2"));
         }
         {
             let mut state = own.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -248,7 +270,25 @@ mod tests {
                         .expect("uptime over a minute");
             }
         }
-        own.replaced(Some("new"), Some("1"));
+        own.replaced(Some("new"), Some("1"), Some("2"));
         assert_eq!(own.len(), 1);
+    }
+
+    #[test]
+    fn only_the_version_a_write_produced_is_its_echo() {
+        let own = OwnWrites::default();
+        assert!(!own.is_echo(Some("u"), Some("2")));
+        own.replaced(Some("u"), Some("1"), Some("2"));
+        assert!(own.is_echo(Some("u"), Some("2")));
+        // The version written over, a later one (someone else's change), another
+        // object, no version: not echoes.
+        assert!(!own.is_echo(Some("u"), Some("1")));
+        assert!(!own.is_echo(Some("u"), Some("3")));
+        assert!(!own.is_echo(Some("v"), Some("2")));
+        assert!(!own.is_echo(Some("u"), None));
+        // A second write: only its version is the echo now.
+        own.replaced(Some("u"), Some("2"), Some("4"));
+        assert!(!own.is_echo(Some("u"), Some("2")));
+        assert!(own.is_echo(Some("u"), Some("4")));
     }
 }
