@@ -422,9 +422,9 @@ async fn a_session_lost_mid_data_fails_that_message_and_leaves_the_rest_untried(
 #[tokio::test]
 async fn mails_through_one_relay_at_once_share_sessions_and_the_lost_ones_go_again() {
     let (port, seen) = fault::start_counting();
-    let limiter = smtp::HostLimiter::new(1);
-    let shared = smtp::SharedSessions::new(4);
-    // A verification holds the only slot while six mails arrive: they gather.
+    let limiter = std::sync::Arc::new(smtp::HostLimiter::new(1));
+    let shared = smtp::SharedSessions::new(2);
+    // A verification holds the only slot while six mails arrive: they queue.
     let held = limiter.acquire("127.0.0.1").await;
     let to = [
         "a@example.test",
@@ -459,14 +459,64 @@ async fn mails_through_one_relay_at_once_share_sessions_and_the_lost_ones_go_aga
         ],
         "{outcomes:?}"
     );
-    // Queues of at most four: [a refuse reset b] ends at reset, b goes again with the
-    // next queue [c d]: three sessions for six mails, never more than one at a time.
-    let mut delivered = seen.delivered.lock().expect("lock").clone();
-    delivered.sort();
+    // At most two per session, in order: [a refuse], [reset] (lost mid-DATA: the rest
+    // wait in the queue, untouched), [b c], [d]; never more than one at a time.
+    let delivered = seen.delivered.lock().expect("lock").clone();
     assert_eq!(delivered.len(), 4, "{delivered:?}");
-    assert_eq!(shared.sessions(), 3);
-    assert_eq!(seen.sessions.load(std::sync::atomic::Ordering::SeqCst), 3);
+    for (mail, to) in delivered.iter().zip(["a@", "b@", "c@", "d@"]) {
+        assert!(mail.contains(to), "{delivered:?}");
+    }
+    assert_eq!(shared.sessions(), 4);
+    assert_eq!(seen.sessions.load(std::sync::atomic::Ordering::SeqCst), 4);
     assert_eq!(limiter.max_observed("127.0.0.1"), 1);
+}
+
+#[tokio::test]
+async fn a_session_takes_the_mails_that_arrive_while_it_is_open() {
+    let (port, seen) = fault::start_counting();
+    let limiter = std::sync::Arc::new(smtp::HostLimiter::new(2));
+    // A long linger, so that the test does not depend on the machine's speed.
+    let shared = smtp::SharedSessions::with_linger(50, Duration::from_secs(2));
+    // One after the other: each mail is sent once the previous one's answer came.
+    for to in ["a@example.test", "b@example.test", "c@example.test"] {
+        let mut t = target(port, Security::None);
+        t.host = "127.0.0.1".into();
+        t.message = Some(mail_to(to));
+        let o = shared.send("SmtpRelay team/corp", t, &limiter).await;
+        assert!(o.succeeded(), "{o:?}");
+    }
+    assert_eq!(seen.delivered.lock().expect("lock").len(), 3);
+    assert_eq!(shared.sessions(), 1);
+    assert_eq!(seen.sessions.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_session_that_cannot_open_fails_the_mails_waiting_for_it_and_the_next_try_again() {
+    // Nothing listens on this port: every session fails to connect.
+    let closed = support::closed_port();
+    let port = closed.port;
+    let limiter = std::sync::Arc::new(smtp::HostLimiter::new(1));
+    let shared = smtp::SharedSessions::new(10);
+    let sends = (0..3).map(|i| {
+        let mut t = target(port, Security::None);
+        t.host = "127.0.0.1".into();
+        t.message = Some(mail_to(&format!("m{i}@example.test")));
+        let (shared, limiter) = (&shared, &limiter);
+        async move { shared.send("SmtpRelay team/down", t, limiter).await }
+    });
+    let outcomes = futures::future::join_all(sends).await;
+    for o in &outcomes {
+        assert_eq!(reason(o), Some(FailureReason::ConnectionRefused), "{o:?}");
+    }
+    // All three waited for the one session that could not open.
+    assert_eq!(shared.sessions(), 1);
+    // A later mail tries again with a session of its own.
+    let mut t = target(port, Security::None);
+    t.host = "127.0.0.1".into();
+    t.message = Some(mail_to("later@example.test"));
+    let o = shared.send("SmtpRelay team/down", t, &limiter).await;
+    assert_eq!(reason(&o), Some(FailureReason::ConnectionRefused));
+    assert_eq!(shared.sessions(), 2);
 }
 
 #[tokio::test]

@@ -54,6 +54,11 @@ impl HostLimiter {
         }
     }
 
+    /// Concurrent sessions allowed per host.
+    pub fn per_host(&self) -> usize {
+        self.per_host
+    }
+
     fn slot(&self, host: &str) -> Arc<HostSlot> {
         let key = host.trim_end_matches('.').to_ascii_lowercase();
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());

@@ -1,41 +1,56 @@
-//! Messages that go to the same server with the same account at about the same time
-//! share one session ([`session_key`]): connect, TLS and AUTH once, then one
-//! transaction per message ([`send_each`]).
+//! Messages that go to the same server with the same account share sessions
+//! ([`session_key`]): connect, TLS and AUTH once, then one transaction per message.
 //!
-//! The first sender for a key opens a queue and leads it: it waits for a session slot
-//! on the host (bulk work, after verifications), and while it waits, others with the
-//! same key join its queue, up to [`SharedSessions::new`]'s `per_session` messages
-//! (a full queue makes the next sender open another, with its own leader and slot).
-//! With the slot (and [`GATHER`] for senders right behind, unless the queue is full),
-//! the leader closes its queue and sends it in one session. A refused
-//! transaction fails only its own message; messages a broken session did not reach
-//! are tried again in a new session, as long as each session gets somewhere.
+//! Per key, one queue of messages and up to the host's session cap of workers (a
+//! connection pool). A message joins its key's queue and wakes an idle worker; with
+//! more messages waiting than idle workers and the cap not reached, a new worker
+//! starts. A worker takes a bulk slot on the host (after verifications), opens a
+//! session and sends queued messages one transaction each, answering each sender as
+//! soon as its transaction ends; it ends the session after `per_session` messages
+//! (then takes its slot again, so verifications waiting meanwhile go first) or once
+//! the queue has stayed empty for [`LINGER`]. A refused transaction fails only its own
+//! message; a session that breaks fails the message it was sending, and the queue is
+//! served by a new session; a session that cannot open fails the messages waiting
+//! for it (the next ones try again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
-use super::{Delivery, Failure, FailureReason, HostLimiter, Outcome, Outgoing, Step, Target};
-use super::{send_each, verify};
+use super::transactions::Transactions;
+use super::{Failure, FailureReason, HostLimiter, Outcome, Outgoing, Step, Target, verify};
 
-/// How long a leader holding a session slot waits for others to join its queue.
-pub const GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long an open session waits for the next message before it says QUIT.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// The open queue of messages per key ([`session_key`]).
+/// The sessions of every key. Cheap to clone; clones share the queues.
+#[derive(Clone, Debug)]
+pub struct SharedSessions(Arc<Inner>);
+
 #[derive(Debug)]
-pub struct SharedSessions {
+struct Inner {
     per_session: usize,
-    open: Mutex<HashMap<String, Arc<Mutex<Queue>>>>,
+    linger: std::time::Duration,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
     sessions: AtomicU64,
 }
 
+/// One key's queue and workers.
 #[derive(Debug, Default)]
-struct Queue {
-    /// The leader took the jobs: nobody joins any more.
-    closed: bool,
-    jobs: Vec<Job>,
+struct Pool {
+    state: Mutex<PoolState>,
+    arrived: Notify,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    jobs: VecDeque<Job>,
+    /// Workers alive (waiting for a slot, in a session, or lingering).
+    workers: usize,
+    /// Workers lingering for the next message.
+    idle: usize,
 }
 
 #[derive(Debug)]
@@ -52,67 +67,58 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SharedSessions {
     /// At most `per_session` messages in one session (at least 1).
     pub fn new(per_session: usize) -> Self {
-        SharedSessions {
+        Self::with_linger(per_session, LINGER)
+    }
+
+    /// [`SharedSessions::new`], a session waiting `linger` for the next message.
+    pub fn with_linger(per_session: usize, linger: std::time::Duration) -> Self {
+        SharedSessions(Arc::new(Inner {
+            linger,
             per_session: per_session.max(1),
-            open: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
             sessions: AtomicU64::new(0),
-        }
+        }))
     }
 
     /// Sessions opened so far.
     pub fn sessions(&self) -> u64 {
-        self.sessions.load(Ordering::Relaxed)
+        self.0.sessions.load(Ordering::Relaxed)
     }
 
     /// Send `target.message` through a session shared with the other messages sent
-    /// under the same `key` meanwhile. Targets under one key should describe the
-    /// same session ([`session_key`]); one that does not gets a session of its own.
-    pub async fn send(&self, key: &str, mut target: Target, limiter: &HostLimiter) -> Outcome {
+    /// under the same `key`. Targets under one key should describe the same session
+    /// ([`session_key`]); one that does not gets a session of its own.
+    pub async fn send(&self, key: &str, mut target: Target, limiter: &Arc<HostLimiter>) -> Outcome {
         let Some(message) = target.message.take() else {
             return verify(&target).await;
         };
         let (reply, answer) = oneshot::channel();
         let host = target.host.clone();
-        let mut job = Some(Job {
+        let job = Job {
             target,
             message,
             reply,
-        });
-        let led = {
-            let mut open = lock(&self.open);
-            if let Some(queue) = open.get(key) {
-                let mut q = lock(queue);
-                if !q.closed && q.jobs.len() < self.per_session {
-                    q.jobs.extend(job.take());
-                }
-            }
-            job.map(|job| {
-                let queue = Arc::new(Mutex::new(Queue {
-                    closed: false,
-                    jobs: vec![job],
-                }));
-                open.insert(key.to_string(), Arc::clone(&queue));
-                queue
-            })
         };
-        if let Some(queue) = led {
-            // Dropped early (shutdown) or by a panic, the leader closes its queue:
-            // the messages in it hear that they were not sent.
-            let guard = Close {
-                shared: self,
-                key,
-                queue,
+        let start_worker = {
+            let mut pools = lock(&self.0.pools);
+            let pool = Arc::clone(pools.entry(key.to_string()).or_default());
+            let mut state = lock(&pool.state);
+            state.jobs.push_back(job);
+            let more = state.workers < limiter.per_host() && state.jobs.len() > state.idle;
+            if more {
+                state.workers += 1;
+            }
+            drop(state);
+            pool.arrived.notify_one();
+            more.then_some(pool)
+        };
+        if let Some(pool) = start_worker {
+            let worker = Worker {
+                inner: Arc::clone(&self.0),
+                key: key.to_string(),
+                pool,
             };
-            let _permit = limiter.acquire_bulk(&host).await;
-            // A slot that was free at once gathered nobody yet: give the senders
-            // right behind a moment to join, unless the queue is already full.
-            if !guard.full(self.per_session) {
-                tokio::time::sleep(GATHER).await;
-            }
-            let mut batch = guard.close();
-            while !batch.is_empty() {
-                batch = self.session(batch).await;
-            }
+            tokio::spawn(worker.run(Arc::clone(limiter), host));
         }
         answer.await.unwrap_or_else(|_| Outcome {
             failure: Some(Failure {
@@ -124,68 +130,126 @@ impl SharedSessions {
             ..Default::default()
         })
     }
+}
 
-    /// One session for a batch; returns the messages to send again (not reached by
-    /// a session that sent at least one).
-    async fn session(&self, batch: Vec<Job>) -> Vec<Job> {
-        let Some(first) = batch.first().map(|j| j.target.clone()) else {
-            return Vec::new();
-        };
-        let (same, alone): (Vec<Job>, Vec<Job>) = batch
-            .into_iter()
-            .partition(|j| same_session(&first, &j.target));
-        for job in alone {
-            let mut target = job.target;
-            target.message = Some(job.message);
-            self.sessions.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(verify(&target).await);
-        }
-        let messages: Vec<Outgoing> = same.iter().map(|j| j.message.clone()).collect();
-        self.sessions.fetch_add(1, Ordering::Relaxed);
-        let deliveries = send_each(&first, &messages).await;
-        let progress = deliveries.iter().any(|d| d.attempted);
-        let mut again = Vec::new();
-        for (job, Delivery { outcome, attempted }) in same.into_iter().zip(deliveries) {
-            if !attempted && progress {
-                again.push(job);
-            } else {
-                let _ = job.reply.send(outcome);
+/// One session slot's worth of work for a key.
+struct Worker {
+    inner: Arc<Inner>,
+    key: String,
+    pool: Arc<Pool>,
+}
+
+impl Worker {
+    async fn run(self, limiter: Arc<HostLimiter>, host: String) {
+        loop {
+            let permit = limiter.acquire_bulk(&host).await;
+            let Some(first) = self.next().await else {
+                return;
+            };
+            if !self.session(first).await {
+                return;
             }
+            // Between sessions, verifications waiting for the host go first.
+            drop(permit);
         }
-        again
-    }
-}
-
-/// A leader's hold on its queue: closing takes the messages and lets the next
-/// sender open a new queue; dropped unclosed, it closes and drops them.
-struct Close<'a> {
-    shared: &'a SharedSessions,
-    key: &'a str,
-    queue: Arc<Mutex<Queue>>,
-}
-
-impl Close<'_> {
-    fn full(&self, per_session: usize) -> bool {
-        lock(&self.queue).jobs.len() >= per_session
     }
 
-    fn close(&self) -> Vec<Job> {
-        let mut open = lock(&self.shared.open);
-        if open
-            .get(self.key)
-            .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
+    /// The next queued message, waiting up to the linger ([`LINGER`]) for one; None when none
+    /// came: this worker is then gone (and the pool too, if it was the last).
+    async fn next(&self) -> Option<Job> {
+        let mut waited = false;
+        loop {
+            let arrived = self.pool.arrived.notified();
+            tokio::pin!(arrived);
+            {
+                let mut state = lock(&self.pool.state);
+                if let Some(job) = state.jobs.pop_front() {
+                    return Some(job);
+                }
+                if waited {
+                    state.workers -= 1;
+                    let last = state.workers == 0;
+                    drop(state);
+                    if last {
+                        self.forget_pool();
+                    }
+                    return None;
+                }
+                state.idle += 1;
+            }
+            waited = tokio::time::timeout(self.inner.linger, arrived.as_mut())
+                .await
+                .is_err();
+            lock(&self.pool.state).idle -= 1;
+        }
+    }
+
+    /// Drop the key's pool once it has no worker and no message (under the map's
+    /// lock, so a sender either finds it alive or makes a new one).
+    fn forget_pool(&self) {
+        let mut pools = lock(&self.inner.pools);
+        let idle = {
+            let state = lock(&self.pool.state);
+            state.workers == 0 && state.jobs.is_empty()
+        };
+        if idle
+            && pools
+                .get(&self.key)
+                .is_some_and(|p| Arc::ptr_eq(p, &self.pool))
         {
-            open.remove(self.key);
+            pools.remove(&self.key);
         }
-        let mut q = lock(&self.queue);
-        q.closed = true;
-        std::mem::take(&mut q.jobs)
     }
-}
 
-impl Drop for Close<'_> {
-    fn drop(&mut self) {
-        drop(self.close());
+    /// One session, starting with `first`: until `per_session` messages, the session
+    /// breaks, or the queue stays empty. False when this worker is gone (nothing came
+    /// for [`LINGER`]).
+    async fn session(&self, first: Job) -> bool {
+        let target = first.target.clone();
+        self.inner.sessions.fetch_add(1, Ordering::Relaxed);
+        let mut tx = match Transactions::open(&target).await {
+            Ok(tx) => tx,
+            Err(outcome) => {
+                // Those waiting for this same session would fail alike.
+                let _ = first.reply.send(outcome.clone());
+                let same: VecDeque<Job> = {
+                    let mut state = lock(&self.pool.state);
+                    let (same, other) = std::mem::take(&mut state.jobs)
+                        .into_iter()
+                        .partition(|j| same_session(&target, &j.target));
+                    state.jobs = other;
+                    same
+                };
+                for job in same {
+                    let _ = job.reply.send(outcome.clone());
+                }
+                return true;
+            }
+        };
+        let mut job = first;
+        let mut sent = 0;
+        let alive = loop {
+            if same_session(&target, &job.target) {
+                let delivery = tx.send(&job.message).await;
+                let _ = job.reply.send(delivery.outcome);
+                sent += 1;
+            } else {
+                // Rare (a key collision): a session of its own.
+                let mut alone = job.target;
+                alone.message = Some(job.message);
+                self.inner.sessions.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(verify(&alone).await);
+            }
+            if tx.is_lost() || sent >= self.inner.per_session {
+                break true;
+            }
+            match self.next().await {
+                Some(next) => job = next,
+                None => break false,
+            }
+        };
+        tx.close().await;
+        alive
     }
 }
 
