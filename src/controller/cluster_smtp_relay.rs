@@ -100,7 +100,9 @@ pub async fn reconcile(relay: Arc<ClusterSmtpRelay>, ctx: Arc<Context>) -> Resul
         return Ok(Action::requeue(super::SUPERSEDED_RETRY));
     }
     let work = reconcile_in_span(Arc::clone(&relay), Arc::clone(&ctx), name.clone());
-    instrumented(&ctx, "ClusterSmtpRelay", None, &name, work).await
+    let result = instrumented(&ctx, "ClusterSmtpRelay", None, &name, work).await;
+    ctx.warmup.reconciled(relay.as_ref());
+    result
 }
 
 async fn reconcile_in_span(

@@ -5,6 +5,7 @@ mod gauges;
 mod mappers;
 pub mod sender_identity;
 pub mod smtp_relay;
+pub mod warmup;
 
 pub use mappers::{RelayKind, references};
 use mappers::{identities_using, referencing};
@@ -80,7 +81,7 @@ pub struct Settings {
 /// Shared by all reconciles.
 pub struct Context {
     pub client: Client,
-    pub limiter: HostLimiter,
+    pub limiter: Arc<HostLimiter>,
     pub settings: Settings,
     /// Who publishes events. Each event gets its own [`Recorder`]: events are
     /// published on transitions only, so a shared one's series cache (every event
@@ -103,10 +104,13 @@ pub struct Context {
     pub mailer: crate::smtp::SharedSessions,
     /// Secrets and ConfigMaps read for confirmation mails in the last seconds.
     pub mail_inputs: crate::k8s::source::RecentReads,
+    /// Open once every relay has been reconciled after start-up; confirmation mails
+    /// wait for it.
+    pub warmup: warmup::Warmup,
 }
 
 /// Confirmation mails at most in one shared SMTP session.
-pub const MAILS_PER_SESSION: usize = 10;
+pub const MAILS_PER_SESSION: usize = 50;
 
 /// The controllers' caches, for gauges computed at scrape time.
 #[derive(Clone)]
@@ -335,15 +339,24 @@ pub async fn run(
         .take_until(wait_for(shutdown.clone()))
         .for_each(|_| futures::future::ready(()));
 
-    let relay_controller = Controller::for_shared_stream(relay_events, relay_store.clone());
-    let cluster_controller = Controller::for_shared_stream(cluster_events, cluster_store.clone());
-
     let _ = stores.set(Stores {
         relays: relay_store.clone(),
         cluster_relays: cluster_store.clone(),
         identities: identity_store.clone(),
     });
+    let (warmup, deferred_identities) = match confirmation {
+        Some(_) => {
+            let (gate, deferred) = warmup::Warmup::start(
+                relay_store.clone(),
+                cluster_store.clone(),
+                warmup::WARMUP_LIMIT,
+            );
+            (gate, Some(deferred))
+        }
+        None => (warmup::Warmup::open(), None),
+    };
     let ctx = Arc::new(Context {
+        warmup,
         sends: Default::default(),
         own_writes: Default::default(),
         mailer: crate::smtp::SharedSessions::new(MAILS_PER_SESSION),
@@ -352,13 +365,23 @@ pub async fn run(
         confirmation: confirmation.clone(),
         relays: relay_store.clone(),
         client: client.clone(),
-        limiter: HostLimiter::new(settings.sessions_per_host),
+        limiter: Arc::new(HostLimiter::new(settings.sessions_per_host)),
         reporter,
         cluster_relays: cluster_store.clone(),
         settings: settings.clone(),
     });
     let controller_config =
         kube::runtime::controller::Config::default().concurrency(settings.concurrency);
+    // A controller is not woken by its own status write coming back: the write was
+    // the decision, and its reconcile already scheduled the next one.
+    let relay_controller = Controller::for_shared_stream(
+        without_echoes(relay_events, Arc::clone(&ctx)),
+        relay_store.clone(),
+    );
+    let cluster_controller = Controller::for_shared_stream(
+        without_echoes(cluster_events, Arc::clone(&ctx)),
+        cluster_store.clone(),
+    );
 
     // Secrets and ConfigMaps are watched as metadata only and never stored: an event
     // maps to the relays that reference the object, then is dropped. Memory does not
@@ -416,7 +439,11 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(wait_for(shutdown))
-        .run(cluster_smtp_relay::reconcile, error_policy, ctx)
+        .run(
+            cluster_smtp_relay::reconcile,
+            error_policy,
+            Arc::clone(&ctx),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "ClusterSmtpRelay reconcile");
@@ -425,16 +452,22 @@ pub async fn run(
 
     // SenderIdentities: reconciled on their own changes and on any change of the relay
     // they use (its status turns Ready, its credentials rotate).
-    let identity_controller =
-        Controller::for_shared_stream(identity_events, identity_store.clone());
+    let identity_controller = Controller::for_shared_stream(
+        without_echoes(identity_events, Arc::clone(&ctx)),
+        identity_store.clone(),
+    );
     let by_relay = identity_store.clone();
     let by_cluster_relay = identity_store;
     let identity_run = async {
         if confirmation.is_none() {
             return;
         }
+        // Identities that wanted to mail before every relay was reconciled.
+        let deferred =
+            deferred_identities.map_or_else(|| futures::stream::empty().boxed(), |d| d.boxed());
         identity_controller
             .with_config(controller_config.clone())
+            .reconcile_on(deferred)
             .watches_shared_stream(
                 relay_events_for_identities,
                 identities_using(by_relay, RelayKindRef::SmtpRelay),
@@ -465,6 +498,21 @@ pub async fn run(
         cluster_run,
         identity_run
     );
+}
+
+/// A shared reflector's events minus the copies this process's own status writes
+/// produced ([`crate::k8s::OwnWrites::is_echo`]).
+fn without_echoes<K: Resource + Send + Sync + 'static>(
+    events: impl futures::Stream<Item = Arc<K>> + Send + 'static,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
+    events.filter(move |obj| {
+        let meta = obj.meta();
+        futures::future::ready(
+            !ctx.own_writes
+                .is_echo(meta.uid.as_deref(), meta.resource_version.as_deref()),
+        )
+    })
 }
 
 /// Events a shared reflector keeps for its slowest subscriber before it waits.

@@ -21,7 +21,9 @@ pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Actio
         namespace.clone(),
         name.clone(),
     );
-    instrumented(&ctx, "SmtpRelay", Some(&namespace), &name, work).await
+    let result = instrumented(&ctx, "SmtpRelay", Some(&namespace), &name, work).await;
+    ctx.warmup.reconciled(relay.as_ref());
+    result
 }
 
 async fn reconcile_in_span(

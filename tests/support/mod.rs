@@ -147,7 +147,7 @@ pub fn context(
     use smtp_relay_operator::controller::{Context, Settings};
     std::sync::Arc::new(Context {
         client: client.clone(),
-        limiter: smtp_relay_operator::smtp::HostLimiter::new(2),
+        limiter: std::sync::Arc::new(smtp_relay_operator::smtp::HostLimiter::new(2)),
         settings: Settings {
             operator_namespace: "smtp-relay-system".into(),
             sessions_per_host: 2,
@@ -174,6 +174,7 @@ pub fn context(
             smtp_relay_operator::controller::MAILS_PER_SESSION,
         ),
         mail_inputs: Default::default(),
+        warmup: smtp_relay_operator::controller::warmup::Warmup::open(),
     })
 }
 
