@@ -100,9 +100,7 @@ pub async fn reconcile(relay: Arc<ClusterSmtpRelay>, ctx: Arc<Context>) -> Resul
         return Ok(Action::requeue(super::SUPERSEDED_RETRY));
     }
     let work = reconcile_in_span(Arc::clone(&relay), Arc::clone(&ctx), name.clone());
-    let result = instrumented(&ctx, "ClusterSmtpRelay", None, &name, work).await;
-    ctx.warmup.reconciled(relay.as_ref());
-    result
+    instrumented(&ctx, "ClusterSmtpRelay", None, &name, work).await
 }
 
 async fn reconcile_in_span(

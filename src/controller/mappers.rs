@@ -7,7 +7,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
-use super::sender_identity;
 use crate::api::{
     ClusterSmtpRelay, RelayKindRef, SenderIdentity, SmtpRelay, SmtpRelaySpec, SmtpRelayStatus,
 };
@@ -21,12 +20,10 @@ pub fn references(
     namespace: &str,
     name: &str,
 ) -> bool {
-    let ns_of = |explicit: Option<&String>| -> String {
-        own_namespace
-            .map(str::to_string)
-            .or_else(|| explicit.cloned())
-            .unwrap_or_else(|| default_namespace.to_string())
-    };
+    fn ns_of<'a>(own: Option<&'a str>, explicit: Option<&'a String>, default: &'a str) -> &'a str {
+        own.or(explicit.map(String::as_str)).unwrap_or(default)
+    }
+    let ns_of = |explicit| ns_of(own_namespace, explicit, default_namespace);
     let creds = kind == crate::api::CaBundleKind::Secret
         && spec.auth.as_ref().is_some_and(|a| {
             a.credentials_secret_ref.name == name
@@ -96,17 +93,9 @@ pub(super) fn referencing<R: RelayKind, M: Resource>(
 
 /// Map a relay event (of one kind) to the identities that use that relay.
 pub(super) fn identities_using<R: RelayKind>(
-    identities: Store<SenderIdentity>,
+    users: super::users::RelayUsers,
     kind: RelayKindRef,
 ) -> impl Fn(Arc<R>) -> Vec<ObjectRef<SenderIdentity>> + Send + Sync + 'static {
-    move |r| {
-        // A cluster relay has no namespace; identities in any namespace may use it.
-        let (ns, name) = (r.namespace(), r.name_any());
-        identities
-            .state()
-            .into_iter()
-            .filter(|i| sender_identity::uses_relay(i, kind, ns.as_deref(), &name))
-            .map(|i| ObjectRef::from_obj(&*i))
-            .collect()
-    }
+    // A cluster relay has no namespace; identities in any namespace may use it.
+    move |r| users.of(kind, r.namespace().as_deref(), &r.name_any())
 }

@@ -5,7 +5,7 @@ mod gauges;
 mod mappers;
 pub mod sender_identity;
 pub mod smtp_relay;
-pub mod warmup;
+pub mod users;
 
 pub use mappers::{RelayKind, references};
 use mappers::{identities_using, referencing};
@@ -13,7 +13,7 @@ use mappers::{identities_using, referencing};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -104,9 +104,6 @@ pub struct Context {
     pub mailer: crate::smtp::SharedSessions,
     /// Secrets and ConfigMaps read for confirmation mails in the last seconds.
     pub mail_inputs: crate::k8s::source::RecentReads,
-    /// Open once every relay has been reconciled after start-up; confirmation mails
-    /// wait for it.
-    pub warmup: warmup::Warmup,
 }
 
 /// Confirmation mails at most in one shared SMTP session.
@@ -332,9 +329,16 @@ pub async fn run(
         .reflect_shared(cluster_writer)
         .take_until(wait_for(shutdown.clone()))
         .for_each(|_| futures::future::ready(()));
+    // Who uses which relay, updated before the cache applies each event.
+    let users = users::RelayUsers::default();
+    let indexed = users.clone();
     let identity_reflector = watcher(identities, cfg)
         .default_backoff()
         .modify(slim)
+        .map_ok(move |event| {
+            indexed.observe(&event);
+            event
+        })
         .reflect_shared(identity_writer)
         .take_until(wait_for(shutdown.clone()))
         .for_each(|_| futures::future::ready(()));
@@ -344,19 +348,7 @@ pub async fn run(
         cluster_relays: cluster_store.clone(),
         identities: identity_store.clone(),
     });
-    let (warmup, deferred_identities) = match confirmation {
-        Some(_) => {
-            let (gate, deferred) = warmup::Warmup::start(
-                relay_store.clone(),
-                cluster_store.clone(),
-                warmup::WARMUP_LIMIT,
-            );
-            (gate, Some(deferred))
-        }
-        None => (warmup::Warmup::open(), None),
-    };
     let ctx = Arc::new(Context {
-        warmup,
         sends: Default::default(),
         own_writes: Default::default(),
         mailer: crate::smtp::SharedSessions::new(MAILS_PER_SESSION),
@@ -456,25 +448,19 @@ pub async fn run(
         without_echoes(identity_events, Arc::clone(&ctx)),
         identity_store.clone(),
     );
-    let by_relay = identity_store.clone();
-    let by_cluster_relay = identity_store;
     let identity_run = async {
         if confirmation.is_none() {
             return;
         }
-        // Identities that wanted to mail before every relay was reconciled.
-        let deferred =
-            deferred_identities.map_or_else(|| futures::stream::empty().boxed(), |d| d.boxed());
         identity_controller
             .with_config(controller_config.clone())
-            .reconcile_on(deferred)
             .watches_shared_stream(
                 relay_events_for_identities,
-                identities_using(by_relay, RelayKindRef::SmtpRelay),
+                identities_using(users.clone(), RelayKindRef::SmtpRelay),
             )
             .watches_shared_stream(
                 cluster_events_for_identities,
-                identities_using(by_cluster_relay, RelayKindRef::ClusterSmtpRelay),
+                identities_using(users, RelayKindRef::ClusterSmtpRelay),
             )
             .graceful_shutdown_on(wait_for(identity_shutdown))
             .run(

@@ -21,9 +21,7 @@ pub async fn reconcile(relay: Arc<SmtpRelay>, ctx: Arc<Context>) -> Result<Actio
         namespace.clone(),
         name.clone(),
     );
-    let result = instrumented(&ctx, "SmtpRelay", Some(&namespace), &name, work).await;
-    ctx.warmup.reconciled(relay.as_ref());
-    result
+    instrumented(&ctx, "SmtpRelay", Some(&namespace), &name, work).await
 }
 
 async fn reconcile_in_span(

@@ -174,7 +174,6 @@ pub fn context(
             smtp_relay_operator::controller::MAILS_PER_SESSION,
         ),
         mail_inputs: Default::default(),
-        warmup: smtp_relay_operator::controller::warmup::Warmup::open(),
     })
 }
 
