@@ -491,6 +491,48 @@ async fn a_session_takes_the_mails_that_arrive_while_it_is_open() {
 }
 
 #[tokio::test]
+async fn a_mail_session_hands_its_slot_to_a_waiting_verification() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (port, seen) = fault::start_counting();
+    let limiter = std::sync::Arc::new(smtp::HostLimiter::new(1));
+    // A long linger: the first session is still open when the next mail comes.
+    let shared = smtp::SharedSessions::with_linger(50, Duration::from_secs(2));
+    let send = |to: &str| {
+        let mut t = scripted(port);
+        t.message = Some(mail_to(to));
+        shared.send("SmtpRelay team/corp", t, &limiter)
+    };
+    assert!(send("a@example.test").await.succeeded());
+    // A relay's verification now waits for the only slot, held by that session.
+    let verified = std::sync::Arc::new(AtomicBool::new(false));
+    let verification = {
+        let (limiter, verified) = (
+            std::sync::Arc::clone(&limiter),
+            std::sync::Arc::clone(&verified),
+        );
+        tokio::spawn(async move {
+            let _slot = limiter.acquire("127.0.0.1").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            verified.store(true, Ordering::SeqCst);
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The next mail does not take the open session: the verification goes first,
+    // then the mail goes in a session of its own.
+    let b = send("b@example.test").await;
+    assert!(b.succeeded(), "{b:?}");
+    assert!(
+        verified.load(Ordering::SeqCst),
+        "the mail went before the verification"
+    );
+    verification.await.expect("task");
+    assert_eq!(seen.delivered.lock().expect("lock").len(), 2);
+    assert_eq!(shared.sessions(), 2);
+    assert_eq!(seen.sessions.load(Ordering::SeqCst), 2);
+    assert_eq!(limiter.max_observed("127.0.0.1"), 1);
+}
+
+#[tokio::test]
 async fn a_session_that_cannot_open_fails_the_mails_waiting_for_it_and_the_next_try_again() {
     // Nothing listens on this port: every session fails to connect.
     let closed = support::closed_port();

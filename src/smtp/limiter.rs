@@ -46,6 +46,14 @@ impl Drop for HostPermit {
     }
 }
 
+impl HostPermit {
+    /// Bulk work holding this slot should hand it back: a verification is waiting
+    /// for a slot or running on this host. Always false for a verification.
+    pub fn verification_waiting(&self) -> bool {
+        !self.urgent && self.slot.urgent_waiting.load(Ordering::SeqCst) > 0
+    }
+}
+
 impl HostLimiter {
     pub fn new(per_host: usize) -> Self {
         HostLimiter {
@@ -256,5 +264,33 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), limiter.acquire_bulk("relay"))
             .await
             .expect("no verification left");
+    }
+
+    #[tokio::test]
+    async fn a_bulk_session_learns_that_a_verification_waits() {
+        let limiter = Arc::new(HostLimiter::new(1));
+        let bulk = limiter.acquire_bulk("relay").await;
+        assert!(!bulk.verification_waiting());
+        let verification = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let p = limiter.acquire("relay").await;
+                assert!(!p.verification_waiting(), "a verification never yields");
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !bulk.verification_waiting() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the waiting verification is seen");
+        drop(bulk);
+        tokio::time::timeout(Duration::from_secs(5), verification)
+            .await
+            .expect("the verification gets the slot")
+            .expect("task");
+        let again = limiter.acquire_bulk("relay").await;
+        assert!(!again.verification_waiting(), "it ended");
     }
 }

@@ -6,9 +6,10 @@
 //! more messages waiting than idle workers and the cap not reached, a new worker
 //! starts. A worker takes a bulk slot on the host (after verifications), opens a
 //! session and sends queued messages one transaction each, answering each sender as
-//! soon as its transaction ends; it ends the session after `per_session` messages
-//! (then takes its slot again, so verifications waiting meanwhile go first) or once
-//! the queue has stayed empty for [`LINGER`]. A refused transaction fails only its own
+//! soon as its transaction ends; it ends the session after `per_session` messages,
+//! as soon as a verification waits for the host (a relay's readiness goes before
+//! mail: the message it was about to send goes first in its next session), or once
+//! the queue has stayed empty for [`LINGER`]; then it takes a bulk slot again. A refused transaction fails only its own
 //! message; a session that breaks fails the message it was sending, and the queue is
 //! served by a new session; a session that cannot open fails the messages waiting
 //! for it (the next ones try again).
@@ -20,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, oneshot};
 
 use super::transactions::Transactions;
-use super::{Failure, FailureReason, HostLimiter, Outcome, Outgoing, Step, Target, verify};
+use super::{
+    Failure, FailureReason, HostLimiter, HostPermit, Outcome, Outgoing, Step, Target, verify,
+};
 
 /// How long an open session waits for the next message before it says QUIT.
 pub const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -146,7 +149,7 @@ impl Worker {
             let Some(first) = self.next().await else {
                 return;
             };
-            if !self.session(first).await {
+            if !self.session(first, &permit).await {
                 return;
             }
             // Between sessions, verifications waiting for the host go first.
@@ -204,7 +207,7 @@ impl Worker {
     /// One session, starting with `first`: until `per_session` messages, the session
     /// breaks, or the queue stays empty. False when this worker is gone (nothing came
     /// for [`LINGER`]).
-    async fn session(&self, first: Job) -> bool {
+    async fn session(&self, first: Job, permit: &HostPermit) -> bool {
         let target = first.target.clone();
         self.inner.sessions.fetch_add(1, Ordering::Relaxed);
         let mut tx = match Transactions::open(&target).await {
@@ -244,6 +247,12 @@ impl Worker {
                 break true;
             }
             match self.next().await {
+                Some(next) if permit.verification_waiting() => {
+                    // A relay's verification waits for this host: hand the slot
+                    // back; the message goes first in the next session.
+                    lock(&self.pool.state).jobs.push_front(next);
+                    break true;
+                }
                 Some(next) => job = next,
                 None => break false,
             }
