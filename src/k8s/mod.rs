@@ -38,11 +38,34 @@ pub fn write_error(e: kube::Error) -> WriteError {
     }
 }
 
+/// What a status write produced. The API server answers with the whole object
+/// (managedFields and all); only its version is read from it, the rest is skipped
+/// unparsed (a burst of ten thousand writes must not parse and drop ten thousand
+/// objects).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Written {
+    #[serde(default)]
+    metadata: WrittenMeta,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+struct WrittenMeta {
+    #[serde(default, rename = "resourceVersion")]
+    resource_version: Option<String>,
+}
+
+impl Written {
+    /// The object's version after the write.
+    pub fn resource_version(&self) -> Option<&str> {
+        self.metadata.resource_version.as_deref()
+    }
+}
+
 /// Write `.status` with server-side apply (the operator owns it), only if the object
 /// is still at the version `obj` was read at: a writer that read a stale copy gets
-/// [`WriteError::Conflict`] and looks again instead of overwriting. Returns the object
-/// as written.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<K, WriteError>
+/// [`WriteError::Conflict`] and looks again instead of overwriting. Returns the
+/// version written.
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<Written, WriteError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + std::fmt::Debug,
@@ -75,13 +98,20 @@ where
         },
         status,
     };
-    api.patch_status(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(write_error)
+    let mut request = kube::core::Request::new(api.resource_url())
+        .patch_subresource(
+            "status",
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .map_err(|e| WriteError::Api(kube::Error::BuildRequest(e)))?;
+    request.extensions_mut().insert("patch_status");
+    api.clone()
+        .into_client()
+        .request::<Written>(request)
+        .await
+        .map_err(write_error)
 }
 
 /// The versions of objects this process has replaced by its own status writes, until
@@ -158,7 +188,7 @@ impl OwnWrites {
         api: &Api<K>,
         obj: &K,
         status: &S,
-    ) -> Result<K, WriteError>
+    ) -> Result<Written, WriteError>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
         S: Serialize + std::fmt::Debug,
@@ -167,7 +197,7 @@ impl OwnWrites {
         self.replaced(
             obj.meta().uid.as_deref(),
             obj.meta().resource_version.as_deref(),
-            written.meta().resource_version.as_deref(),
+            written.resource_version(),
         );
         Ok(written)
     }

@@ -195,7 +195,7 @@ pub(super) async fn write_identity_status(
     ctx: &Context,
     identity: &SenderIdentity,
     status: &SenderIdentityStatus,
-) -> Result<SenderIdentity, Error> {
+) -> Result<crate::k8s::Written, Error> {
     let api: Api<SenderIdentity> = Api::namespaced(
         ctx.client.clone(),
         &identity.namespace().unwrap_or_default(),
