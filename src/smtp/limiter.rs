@@ -1,7 +1,7 @@
 //! At most N concurrent SMTP sessions per relay host, across all relays that
 //! point at it, so the operator never hammers one server. Verifications go first:
-//! bulk work (confirmation mails) takes a slot only while no verification waits for
-//! one or runs on that host, so a storm of confirmation mails (and the status writes
+//! bulk work (confirmation mails) takes a slot only once no verification has waited
+//! for one or run on that host for [`QUIET`], so a storm of confirmation mails (and the status writes
 //! and deliveries that follow them) never delays a relay's readiness: at start-up,
 //! relays get verified first, then their identities' mails go.
 
@@ -20,12 +20,22 @@ struct HostSlot {
     urgent_waiting: AtomicUsize,
     /// Raised when the last of those ended.
     urgent_served: tokio::sync::Notify,
+    /// When the last verification ended (or stopped waiting).
+    urgent_ended: Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How long a host must have seen no verification before bulk work takes a slot.
+/// While relays are being verified one after the other (a cold start, thousands of
+/// relays on one host), the short gaps between their sessions are not handed to
+/// mail: a mail session opened in such a gap costs a TLS handshake and AUTH, sends
+/// a message or two, and slows the next verifications.
+pub const QUIET: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Per-host session cap.
 #[derive(Debug)]
 pub struct HostLimiter {
     per_host: usize,
+    quiet: std::time::Duration,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
 }
 
@@ -56,8 +66,14 @@ impl HostPermit {
 
 impl HostLimiter {
     pub fn new(per_host: usize) -> Self {
+        Self::with_quiet(per_host, QUIET)
+    }
+
+    /// [`HostLimiter::new`], bulk work waiting `quiet` after the last verification.
+    pub fn with_quiet(per_host: usize, quiet: std::time::Duration) -> Self {
         HostLimiter {
             per_host: per_host.max(1),
+            quiet,
             hosts: Mutex::new(HashMap::new()),
         }
     }
@@ -77,6 +93,7 @@ impl HostLimiter {
                 max_observed: AtomicUsize::new(0),
                 urgent_waiting: AtomicUsize::new(0),
                 urgent_served: tokio::sync::Notify::new(),
+                urgent_ended: Mutex::new(None),
             })
         }))
     }
@@ -95,7 +112,7 @@ impl HostLimiter {
     }
 
     /// Wait for a session slot on `host` for bulk work: only while no verification
-    /// is waiting for one or in a session there.
+    /// is waiting for one or in a session there, and none has for [`QUIET`].
     pub async fn acquire_bulk(&self, host: &str) -> HostPermit {
         let slot = self.slot(host);
         let permit = loop {
@@ -106,8 +123,14 @@ impl HostLimiter {
                 served.await;
                 continue;
             }
+            if let Some(left) = slot.quiet_left(self.quiet) {
+                tokio::time::sleep(left).await;
+                continue;
+            }
             let permit = Self::take(&slot).await;
-            if slot.urgent_waiting.load(Ordering::SeqCst) > 0 {
+            if slot.urgent_waiting.load(Ordering::SeqCst) > 0
+                || slot.quiet_left(self.quiet).is_some()
+            {
                 // A verification arrived while we queued: it goes first.
                 drop(permit);
                 continue;
@@ -153,8 +176,18 @@ impl Drop for Pending {
 }
 
 impl HostSlot {
+    /// How much of the quiet period after the last verification is left, if any.
+    fn quiet_left(&self, quiet: std::time::Duration) -> Option<std::time::Duration> {
+        let ended = (*self.urgent_ended.lock().unwrap_or_else(|e| e.into_inner()))?;
+        quiet
+            .checked_sub(ended.elapsed())
+            .filter(|left| !left.is_zero())
+    }
+
     /// A verification stopped waiting or ended its session: the last one wakes bulk work.
     fn urgent_done(&self) {
+        *self.urgent_ended.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio::time::Instant::now());
         if self.urgent_waiting.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.urgent_served.notify_waiters();
         }
@@ -264,6 +297,30 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), limiter.acquire_bulk("relay"))
             .await
             .expect("no verification left");
+    }
+
+    #[tokio::test]
+    async fn bulk_work_waits_for_a_quiet_host_after_verifications() {
+        let quiet = Duration::from_secs(30);
+        let limiter = Arc::new(HostLimiter::with_quiet(2, quiet));
+        // Never verified: bulk work goes at once.
+        drop(limiter.acquire_bulk("relay").await);
+        drop(limiter.acquire("relay").await);
+        // A verification just ended: bulk work waits although both slots are free.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), limiter.acquire_bulk("relay"))
+                .await
+                .is_err(),
+            "bulk work took a slot right after a verification"
+        );
+        // Other hosts are not concerned.
+        drop(limiter.acquire_bulk("other").await);
+        // Without a quiet period, it goes as soon as the verification ended.
+        let eager = HostLimiter::with_quiet(2, Duration::ZERO);
+        drop(eager.acquire("relay").await);
+        tokio::time::timeout(Duration::from_secs(5), eager.acquire_bulk("relay"))
+            .await
+            .expect("no quiet period");
     }
 
     #[tokio::test]
