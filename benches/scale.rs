@@ -506,16 +506,9 @@ async fn main() {
     let logs = tempfile::tempdir().expect("tempdir");
     let metrics_port = cluster::free_port();
     let confirm_port = cluster::free_port();
-    let started = Instant::now();
-    let operator = start_operator(
-        &kubeconfig,
-        metrics_port,
-        confirm_port,
-        &logs.path().join("first.log"),
-    );
-    let pid = operator.0.id();
     // Progress from one watch per kind: polling with full LISTs would load the API
-    // server (10,000 identities are ~66 MB of JSON) and slow what is measured.
+    // server (10,000 identities are ~66 MB of JSON) and slow what is measured. The
+    // watches start, and their initial lists are read, before the operator does.
     let ready_relays = track(Api::<SmtpRelay>::all(client.clone()), |r: &SmtpRelay| {
         r.status.as_ref().is_some_and(|s| {
             s.conditions.iter().any(|c| {
@@ -532,6 +525,21 @@ async fn main() {
                 .is_some_and(|c| c.sent_at.is_some())
         },
     );
+    let listed = |t: &Tracked| t.state.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let list_deadline = Instant::now() + Duration::from_secs(120);
+    while (listed(&ready_relays) < relays_n || listed(&sent_identities) < identities_n)
+        && Instant::now() < list_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let operator = start_operator(
+        &kubeconfig,
+        metrics_port,
+        confirm_port,
+        &logs.path().join("first.log"),
+    );
+    let pid = operator.0.id();
     let cpu_before = cpu_table(pid, &dir);
     let others_before = cpu_others(pid);
     let machine_before = machine_cpu();
