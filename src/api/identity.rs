@@ -286,5 +286,5 @@ pub struct SenderIdentityStatus {
     pub connection_secret: Option<String>,
     /// The address's domain as receivers judge it (condition DomainAuthenticated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deliverability: Option<super::DomainDeliverability>,
+    pub deliverability: Option<Box<super::DomainDeliverability>>,
 }

@@ -259,7 +259,7 @@ mod deliverability_tests {
         d.dmarc.result = "Found".into();
         d.dmarc.policy = Some("reject".into());
         identity.status = Some(crate::api::SenderIdentityStatus {
-            deliverability: Some(d),
+            deliverability: Some(Box::new(d)),
             ..Default::default()
         });
         let mut relays: Writer<SmtpRelay> = Default::default();

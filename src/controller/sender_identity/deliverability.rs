@@ -18,7 +18,7 @@ pub fn with_deliverability(
     observed: &DomainObservation,
     now: Timestamp,
 ) -> SenderIdentityStatus {
-    let before = previous.and_then(|p| p.deliverability.as_ref());
+    let before = previous.and_then(|p| p.deliverability.as_deref());
     let earlier = previous.and_then(|p| {
         p.conditions
             .iter()
@@ -50,7 +50,7 @@ pub fn with_deliverability(
                 .or_else(|| before.map(|r| judged(verdict::domain_condition_kept(r)))),
         ),
     };
-    next.deliverability = results;
+    next.deliverability = results.map(Box::new);
     let Some((status, reason, message)) = condition else {
         return next;
     };

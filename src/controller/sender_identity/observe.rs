@@ -269,7 +269,7 @@ pub(super) async fn observe(
                     .not_ready
                     .as_ref()
                     .is_some_and(|(r, _)| r == reasons::NOT_VERIFIED);
-            let previous = previous.and_then(|s| s.deliverability.as_ref());
+            let previous = previous.and_then(|s| s.deliverability.as_deref());
             // A new identity waiting for its relay's first verification writes nothing
             // yet (first_status_can_wait): no DNS check for it either.
             let (domain, domain_due) = if waiting {
