@@ -207,15 +207,23 @@ impl OwnWrites {
     /// reconcile that made it has already scheduled the next one. Controllers drop
     /// such events from their own kind's triggers (other kinds still see them: an
     /// identity is woken by its relay turning Ready).
+    ///
+    /// The echo also ends the entry: the cache now holds what the write produced, so
+    /// no reconcile can start from a version it replaced (a burst of ten thousand
+    /// writes must not leave ten thousand entries until the next write sweeps them).
     pub fn is_echo(&self, uid: Option<&str>, version: Option<&str>) -> bool {
         let (Some(uid), Some(version)) = (uid, version) else {
             return false;
         };
-        let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        state
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let echo = state
             .by_uid
             .get(uid)
-            .is_some_and(|e| e.produced.as_deref() == Some(version))
+            .is_some_and(|e| e.produced.as_deref() == Some(version));
+        if echo {
+            state.by_uid.remove(uid);
+        }
+        echo
     }
 
     /// Is `version` of `uid` one this process has already written over? Any other
@@ -309,10 +317,15 @@ mod tests {
         let own = OwnWrites::default();
         assert!(!own.is_echo(Some("u"), Some("2")));
         own.replaced(Some("u"), Some("1"), Some("2"));
-        assert!(own.is_echo(Some("u"), Some("2")));
         // The version written over, a later one (someone else's change), another
         // object, no version: not echoes.
         assert!(!own.is_echo(Some("u"), Some("1")));
+        assert!(!own.is_echo(Some("u"), Some("3")));
+        assert!(own.is_superseded(Some("u"), Some("1")));
+        assert!(own.is_echo(Some("u"), Some("2")));
+        // The echo ends the entry: the cache holds the write now.
+        assert_eq!(own.len(), 0);
+        assert!(!own.is_echo(Some("u"), Some("2")));
         assert!(!own.is_echo(Some("u"), Some("3")));
         assert!(!own.is_echo(Some("v"), Some("2")));
         assert!(!own.is_echo(Some("u"), None));
