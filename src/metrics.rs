@@ -488,11 +488,17 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        if encode(&mut out, &registry).is_err() {
+        if self.render_into(&mut out).is_err() {
             out.clear();
         }
         out
+    }
+
+    /// The OpenMetrics text exposition, written piece by piece into `out` (with
+    /// thousands of relays it is tens of megabytes: /metrics streams it).
+    pub fn render_into(&self, out: &mut impl std::fmt::Write) -> std::fmt::Result {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        encode(out, &registry)
     }
 }
 

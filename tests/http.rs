@@ -45,3 +45,54 @@ async fn health_readiness_and_metrics_endpoints() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn metrics_are_streamed_whole_in_pieces() {
+    use smtp_relay_operator::http::{Probe, router};
+    use smtp_relay_operator::metrics::{Metrics, RelayLabels};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    use tower::ServiceExt as _;
+    let metrics = Arc::new(Metrics::new());
+    // 300 relays' step histograms: several megabytes of text, many pieces.
+    let steps: BTreeMap<String, Duration> = ["connect", "tls", "ehlo", "auth"]
+        .into_iter()
+        .map(|s| (s.to_string(), Duration::from_millis(3)))
+        .collect();
+    for i in 0..300 {
+        let relay = RelayLabels {
+            kind: "SmtpRelay".into(),
+            namespace: "team".into(),
+            name: format!("relay-{i}"),
+        };
+        metrics.verified_relay(&relay, &steps, Duration::from_millis(12));
+    }
+    let probe = Arc::new(Probe {
+        metrics: Arc::clone(&metrics),
+        ready: true.into(),
+        refresh: Box::new(|_| {}),
+    });
+    let resp = router(probe)
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .expect("req"),
+        )
+        .await
+        .expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut pieces = 0;
+    let mut text = Vec::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            pieces += 1;
+            text.extend_from_slice(&data);
+        }
+    }
+    let text = String::from_utf8(text).expect("utf-8");
+    assert!(text.len() > 1_000_000, "{} bytes", text.len());
+    assert!(pieces > 10, "{pieces} pieces");
+    assert_eq!(text, metrics.render());
+    assert!(text.ends_with("# EOF\n"));
+}
