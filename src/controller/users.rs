@@ -21,8 +21,13 @@ use crate::api::{RelayKindRef, SenderIdentity};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Uses {
     /// An SmtpRelay in the identity's own namespace.
-    Namespaced { namespace: String, name: String },
-    Cluster { name: String },
+    Namespaced {
+        namespace: String,
+        name: String,
+    },
+    Cluster {
+        name: String,
+    },
     /// No reference: the cluster's default relay (any ClusterSmtpRelay may be it).
     Default,
 }
@@ -40,25 +45,38 @@ fn uses(identity: &SenderIdentity) -> Uses {
     }
 }
 
-/// An identity, by namespace and name.
-type Id = (String, String);
+/// An identity, by namespace and name; one allocation shared by both maps.
+type Id = Arc<(String, String)>;
 
 #[derive(Debug, Default)]
 struct Index {
-    by_relay: HashMap<Uses, HashSet<Id>>,
-    of: HashMap<Id, Uses>,
+    /// Each relay once, shared by the identities that use it.
+    by_relay: HashMap<Arc<Uses>, HashSet<Id>>,
+    of: HashMap<Id, Arc<Uses>>,
     /// Identities listed since a re-list began: those not listed again are gone.
     relisted: Option<HashSet<Id>>,
 }
 
 impl Index {
     fn insert(&mut self, id: Id, relay: Uses) {
-        if let Some(old) = self.of.insert(id.clone(), relay.clone()) {
-            if old == relay {
+        if let Some(old) = self.of.get(&id) {
+            if **old == relay {
                 return;
             }
+            let old = Arc::clone(old);
             self.unlink(&id, &old);
         }
+        // The relay's shared key if another identity uses it already.
+        let relay = match self.by_relay.get_key_value(&relay) {
+            Some((key, _)) => Arc::clone(key),
+            None => Arc::new(relay),
+        };
+        // The identity's shared name if it is indexed already.
+        let id = match self.of.get_key_value(&id) {
+            Some((key, _)) => Arc::clone(key),
+            None => id,
+        };
+        self.of.insert(Arc::clone(&id), Arc::clone(&relay));
         self.by_relay.entry(relay).or_default().insert(id);
     }
 
@@ -89,7 +107,7 @@ impl RelayUsers {
 
     /// Follow one event of the identity watcher.
     pub fn observe(&self, event: &Event<SenderIdentity>) {
-        let id = |i: &SenderIdentity| (i.namespace().unwrap_or_default(), i.name_any());
+        let id = |i: &SenderIdentity| Arc::new((i.namespace().unwrap_or_default(), i.name_any()));
         let mut index = self.lock();
         match event {
             Event::Apply(i) => index.insert(id(i), uses(i)),
@@ -133,7 +151,7 @@ impl RelayUsers {
                 .get(key)
                 .into_iter()
                 .flatten()
-                .map(|(ns, name)| ObjectRef::new(name).within(ns))
+                .map(|id| ObjectRef::new(&id.1).within(&id.0))
                 .collect::<Vec<_>>()
         };
         match kind {
