@@ -126,8 +126,8 @@ pub struct OwnWrites(Mutex<OwnWritesState>);
 #[derive(Debug, Default)]
 struct OwnWritesState {
     by_uid: HashMap<String, Replaced>,
-    /// When entries were last swept: at most once per [`OWN_WRITES_TTL`], not on
-    /// every write (a write per reconcile must not walk every entry).
+    /// When entries were last swept: at most once per [`ECHO_GRACE`], not on every
+    /// call (a write per reconcile must not walk every entry).
     swept: Option<Instant>,
 }
 
@@ -139,15 +139,40 @@ struct Replaced {
     /// this process's own write coming back ([`OwnWrites::is_echo`]).
     produced: Option<String>,
     at: Instant,
+    /// When the write came back through the watch (the cache holds it since).
+    echoed: Option<Instant>,
+    /// A reconcile found a copy this entry supersedes and waits for the cache: the
+    /// echo must wake it, not be filtered.
+    waiting: bool,
 }
 
 /// Entries are dropped once the cache shows anything else, or after this long (a watch
 /// that never delivers the write; the object was deleted).
 const OWN_WRITES_TTL: Duration = Duration::from_secs(60);
-/// Past this many objects, entries older than [`OWN_WRITES_TTL`] are swept on write,
-/// at most once per [`OWN_WRITES_TTL`] (a stale entry is never used meanwhile:
+/// An entry stays this long after its write came back: a reconcile that read the
+/// cache just before the echo landed must still learn that its copy is superseded.
+/// Entries are swept at most this often (a stale entry is never used meanwhile:
 /// [`OwnWrites::is_superseded`] checks its age).
-const OWN_WRITES_SWEEP: usize = 1024;
+const ECHO_GRACE: Duration = Duration::from_secs(5);
+
+impl OwnWritesState {
+    /// Drop entries past [`OWN_WRITES_TTL`] or echoed more than [`ECHO_GRACE`] ago,
+    /// at most once per [`ECHO_GRACE`] (a burst of ten thousand writes must not
+    /// leave ten thousand entries until the next write long after).
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < ECHO_GRACE)
+        {
+            return;
+        }
+        self.by_uid.retain(|_, r| {
+            now.duration_since(r.at) < OWN_WRITES_TTL
+                && r.echoed.is_none_or(|e| now.duration_since(e) < ECHO_GRACE)
+        });
+        self.swept = Some(now);
+    }
+}
 
 impl OwnWrites {
     /// A status write of the object `uid` replaced version `before` with `after`.
@@ -157,16 +182,7 @@ impl OwnWrites {
         };
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        if state.by_uid.len() >= OWN_WRITES_SWEEP
-            && state
-                .swept
-                .is_none_or(|t| now.duration_since(t) >= OWN_WRITES_TTL)
-        {
-            state
-                .by_uid
-                .retain(|_, r| now.duration_since(r.at) < OWN_WRITES_TTL);
-            state.swept = Some(now);
-        }
+        state.sweep(now);
         let entry = state
             .by_uid
             .entry(uid.to_string())
@@ -174,8 +190,12 @@ impl OwnWrites {
                 versions: Vec::new(),
                 produced: None,
                 at: now,
+                echoed: None,
+                waiting: false,
             });
         entry.at = now;
+        entry.echoed = None;
+        entry.waiting = false;
         entry.produced = after.map(str::to_string);
         if !entry.versions.iter().any(|v| v == before) {
             entry.versions.push(before.to_string());
@@ -208,22 +228,25 @@ impl OwnWrites {
     /// such events from their own kind's triggers (other kinds still see them: an
     /// identity is woken by its relay turning Ready).
     ///
-    /// The echo also ends the entry: the cache now holds what the write produced, so
-    /// no reconcile can start from a version it replaced (a burst of ten thousand
-    /// writes must not leave ten thousand entries until the next write sweeps them).
+    /// Not an echo, though, when a reconcile waits for exactly this: it found a
+    /// superseded copy ([`OwnWrites::is_superseded`]) and this event wakes it. The
+    /// entry ends [`ECHO_GRACE`] after its echo: the cache holds the write since, and
+    /// a reconcile that read the cache just before still learns its copy is stale.
     pub fn is_echo(&self, uid: Option<&str>, version: Option<&str>) -> bool {
         let (Some(uid), Some(version)) = (uid, version) else {
             return false;
         };
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let echo = state
-            .by_uid
-            .get(uid)
-            .is_some_and(|e| e.produced.as_deref() == Some(version));
-        if echo {
-            state.by_uid.remove(uid);
+        let now = Instant::now();
+        state.sweep(now);
+        let Some(entry) = state.by_uid.get_mut(uid) else {
+            return false;
+        };
+        if entry.produced.as_deref() != Some(version) {
+            return false;
         }
-        echo
+        entry.echoed.get_or_insert(now);
+        !entry.waiting
     }
 
     /// Is `version` of `uid` one this process has already written over? Any other
@@ -233,10 +256,11 @@ impl OwnWrites {
             return false;
         };
         let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = state.by_uid.get(uid) else {
+        let Some(entry) = state.by_uid.get_mut(uid) else {
             return false;
         };
         if entry.versions.iter().any(|v| v == version) && entry.at.elapsed() < OWN_WRITES_TTL {
+            entry.waiting = true;
             return true;
         }
         state.by_uid.remove(uid);
@@ -295,21 +319,47 @@ mod tests {
     }
 
     #[test]
-    fn old_entries_are_swept() {
+    fn old_and_echoed_entries_are_swept() {
         let own = OwnWrites::default();
-        for i in 0..OWN_WRITES_SWEEP {
+        for i in 0..100 {
             own.replaced(Some(&i.to_string()), Some("1"), Some("2"));
         }
-        {
+        // Half came back through the watch.
+        for i in 0..50 {
+            assert!(own.is_echo(Some(&i.to_string()), Some("2")));
+        }
+        let age = |d: Duration| {
             let mut state = own.0.lock().unwrap_or_else(|e| e.into_inner());
             for r in state.by_uid.values_mut() {
-                r.at =
-                    r.at.checked_sub(OWN_WRITES_TTL)
-                        .expect("uptime over a minute");
+                r.at = r.at.checked_sub(d).expect("uptime over a minute");
+                r.echoed = r.echoed.map(|e| e.checked_sub(d).expect("uptime"));
             }
-        }
+            state.swept = state.swept.map(|s| s.checked_sub(d).expect("uptime"));
+        };
+        // Within the grace, echoed entries still say their old version is stale.
         own.replaced(Some("new"), Some("1"), Some("2"));
-        assert_eq!(own.len(), 1);
+        assert_eq!(own.len(), 101);
+        assert!(own.is_superseded(Some("0"), Some("1")));
+        // Past it, they go; the others stay until their TTL.
+        age(ECHO_GRACE);
+        own.replaced(Some("newer"), Some("1"), Some("2"));
+        assert_eq!(own.len(), 52);
+        age(OWN_WRITES_TTL);
+        assert!(!own.is_echo(Some("x"), Some("2")));
+        assert_eq!(own.len(), 0);
+    }
+
+    #[test]
+    fn an_echo_wakes_a_reconcile_that_waits_for_it() {
+        let own = OwnWrites::default();
+        own.replaced(Some("u"), Some("1"), Some("2"));
+        // A reconcile started from 1 (read just before the write came back): it
+        // waits, and the echo of 2 is then the event that wakes it.
+        assert!(own.is_superseded(Some("u"), Some("1")));
+        assert!(!own.is_echo(Some("u"), Some("2")));
+        // It runs on 2 and the entry ends.
+        assert!(!own.is_superseded(Some("u"), Some("2")));
+        assert!(own.is_empty());
     }
 
     #[test]
@@ -321,11 +371,12 @@ mod tests {
         // object, no version: not echoes.
         assert!(!own.is_echo(Some("u"), Some("1")));
         assert!(!own.is_echo(Some("u"), Some("3")));
-        assert!(own.is_superseded(Some("u"), Some("1")));
         assert!(own.is_echo(Some("u"), Some("2")));
-        // The echo ends the entry: the cache holds the write now.
-        assert_eq!(own.len(), 0);
-        assert!(!own.is_echo(Some("u"), Some("2")));
+        // The entry outlives its echo a little: a reconcile that read 1 just
+        // before the echo landed still learns that 1 is stale.
+        assert!(own.is_echo(Some("u"), Some("2")));
+        assert_eq!(own.len(), 1);
+        assert!(own.is_superseded(Some("u"), Some("1")));
         assert!(!own.is_echo(Some("u"), Some("3")));
         assert!(!own.is_echo(Some("v"), Some("2")));
         assert!(!own.is_echo(Some("u"), None));
