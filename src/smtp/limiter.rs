@@ -18,6 +18,8 @@ struct HostSlot {
     max_observed: AtomicUsize,
     /// Verifications waiting for a slot or in a session; bulk work yields to them.
     urgent_waiting: AtomicUsize,
+    /// Verifications waiting for a slot (not in a session yet).
+    queued: AtomicUsize,
     /// Raised when the last of those ended.
     urgent_served: tokio::sync::Notify,
     /// When the last verification ended (or stopped waiting).
@@ -31,11 +33,17 @@ struct HostSlot {
 /// a message or two, and slows the next verifications.
 pub const QUIET: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// The longest bulk work waits behind verifications: then it takes the next free slot
+/// for a whole session, whatever runs (a host verified without pause — thousands of
+/// relays at short intervals — must not starve confirmation mails).
+pub const BULK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Per-host session cap.
 #[derive(Debug)]
 pub struct HostLimiter {
     per_host: usize,
     quiet: std::time::Duration,
+    patience: std::time::Duration,
     hosts: Mutex<HashMap<String, Arc<HostSlot>>>,
 }
 
@@ -45,6 +53,9 @@ pub struct HostPermit {
     slot: Arc<HostSlot>,
     _permit: OwnedSemaphorePermit,
     urgent: bool,
+    /// Bulk work that hands its slot back to a queued verification (not once it
+    /// waited [`BULK_PATIENCE`]).
+    yields: bool,
 }
 
 impl Drop for HostPermit {
@@ -58,22 +69,29 @@ impl Drop for HostPermit {
 
 impl HostPermit {
     /// Bulk work holding this slot should hand it back: a verification is waiting
-    /// for a slot or running on this host. Always false for a verification.
+    /// for a slot on this host. Always false for a verification, and for bulk work
+    /// that had waited [`BULK_PATIENCE`].
     pub fn verification_waiting(&self) -> bool {
-        !self.urgent && self.slot.urgent_waiting.load(Ordering::SeqCst) > 0
+        self.yields && self.slot.queued.load(Ordering::SeqCst) > 0
     }
 }
 
 impl HostLimiter {
     pub fn new(per_host: usize) -> Self {
-        Self::with_quiet(per_host, QUIET)
+        Self::with_timing(per_host, QUIET, BULK_PATIENCE)
     }
 
-    /// [`HostLimiter::new`], bulk work waiting `quiet` after the last verification.
-    pub fn with_quiet(per_host: usize, quiet: std::time::Duration) -> Self {
+    /// [`HostLimiter::new`], bulk work waiting `quiet` after the last verification
+    /// and at most `patience` in all.
+    pub fn with_timing(
+        per_host: usize,
+        quiet: std::time::Duration,
+        patience: std::time::Duration,
+    ) -> Self {
         HostLimiter {
             per_host: per_host.max(1),
             quiet,
+            patience,
             hosts: Mutex::new(HashMap::new()),
         }
     }
@@ -92,6 +110,7 @@ impl HostLimiter {
                 in_flight: AtomicUsize::new(0),
                 max_observed: AtomicUsize::new(0),
                 urgent_waiting: AtomicUsize::new(0),
+                queued: AtomicUsize::new(0),
                 urgent_served: tokio::sync::Notify::new(),
                 urgent_ended: Mutex::new(None),
             })
@@ -104,27 +123,38 @@ impl HostLimiter {
         // Counted until the permit is dropped (also if this future is dropped first:
         // then `pending` stops the count).
         slot.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+        slot.queued.fetch_add(1, Ordering::SeqCst);
         let mut pending = Pending(Some(Arc::clone(&slot)));
         let permit = Self::take(&slot).await;
         // From here the permit stops the count when it is dropped.
         pending.0 = None;
-        Self::granted(slot, permit, true)
+        slot.queued.fetch_sub(1, Ordering::SeqCst);
+        Self::granted(slot, permit, true, false)
     }
 
     /// Wait for a session slot on `host` for bulk work: only while no verification
-    /// is waiting for one or in a session there, and none has for [`QUIET`].
+    /// is waiting for one or in a session there, and none has for [`QUIET`]; or,
+    /// after [`BULK_PATIENCE`], the next free slot.
     pub async fn acquire_bulk(&self, host: &str) -> HostPermit {
         let slot = self.slot(host);
-        let permit = loop {
+        let overdue = tokio::time::Instant::now() + self.patience;
+        let (permit, yields) = loop {
+            if tokio::time::Instant::now() >= overdue {
+                break (Self::take(&slot).await, false);
+            }
             let served = slot.urgent_served.notified();
             tokio::pin!(served);
             served.as_mut().enable();
             if slot.urgent_waiting.load(Ordering::SeqCst) > 0 {
-                served.await;
+                tokio::select! {
+                    _ = served => {}
+                    _ = tokio::time::sleep_until(overdue) => {}
+                }
                 continue;
             }
             if let Some(left) = slot.quiet_left(self.quiet) {
-                tokio::time::sleep(left).await;
+                let until_overdue = overdue.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(left.min(until_overdue)).await;
                 continue;
             }
             let permit = Self::take(&slot).await;
@@ -135,9 +165,9 @@ impl HostLimiter {
                 drop(permit);
                 continue;
             }
-            break permit;
+            break (permit, true);
         };
-        Self::granted(slot, permit, false)
+        Self::granted(slot, permit, false, yields)
     }
 
     async fn take(slot: &HostSlot) -> OwnedSemaphorePermit {
@@ -148,13 +178,19 @@ impl HostLimiter {
         }
     }
 
-    fn granted(slot: Arc<HostSlot>, permit: OwnedSemaphorePermit, urgent: bool) -> HostPermit {
+    fn granted(
+        slot: Arc<HostSlot>,
+        permit: OwnedSemaphorePermit,
+        urgent: bool,
+        yields: bool,
+    ) -> HostPermit {
         let now = slot.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         slot.max_observed.fetch_max(now, Ordering::SeqCst);
         HostPermit {
             slot,
             _permit: permit,
             urgent,
+            yields,
         }
     }
 
@@ -170,6 +206,7 @@ struct Pending(Option<Arc<HostSlot>>);
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
+            slot.queued.fetch_sub(1, Ordering::SeqCst);
             slot.urgent_done();
         }
     }
@@ -302,7 +339,7 @@ mod tests {
     #[tokio::test]
     async fn bulk_work_waits_for_a_quiet_host_after_verifications() {
         let quiet = Duration::from_secs(30);
-        let limiter = Arc::new(HostLimiter::with_quiet(2, quiet));
+        let limiter = Arc::new(HostLimiter::with_timing(2, quiet, quiet));
         // Never verified: bulk work goes at once.
         drop(limiter.acquire_bulk("relay").await);
         drop(limiter.acquire("relay").await);
@@ -316,11 +353,44 @@ mod tests {
         // Other hosts are not concerned.
         drop(limiter.acquire_bulk("other").await);
         // Without a quiet period, it goes as soon as the verification ended.
-        let eager = HostLimiter::with_quiet(2, Duration::ZERO);
+        let eager = HostLimiter::with_timing(2, Duration::ZERO, quiet);
         drop(eager.acquire("relay").await);
         tokio::time::timeout(Duration::from_secs(5), eager.acquire_bulk("relay"))
             .await
             .expect("no quiet period");
+    }
+
+    #[tokio::test]
+    async fn bulk_work_is_not_starved_by_verifications_that_never_pause() {
+        let patience = Duration::from_millis(200);
+        let limiter = Arc::new(HostLimiter::with_timing(
+            2,
+            Duration::from_secs(30),
+            patience,
+        ));
+        // A verification runs the whole time.
+        let running = limiter.acquire("relay").await;
+        let bulk = tokio::time::timeout(Duration::from_secs(5), limiter.acquire_bulk("relay"))
+            .await
+            .expect("bulk work gets a slot once its patience is over");
+        // Having waited, it keeps the slot for its session even if a verification
+        // queues behind it.
+        let queued = {
+            let limiter = Arc::clone(&limiter);
+            tokio::spawn(async move {
+                let _p = limiter.acquire("relay").await;
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!queued.is_finished());
+        assert!(!bulk.verification_waiting());
+        drop(bulk);
+        tokio::time::timeout(Duration::from_secs(5), queued)
+            .await
+            .expect("the verification goes next")
+            .expect("task");
+        drop(running);
+        assert_eq!(limiter.max_observed("relay"), 2);
     }
 
     #[tokio::test]
