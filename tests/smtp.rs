@@ -371,21 +371,24 @@ async fn one_session_sends_each_message_and_a_refusal_fails_only_its_own() {
         mail_to("refuse@example.test"),
         mail_to("b@example.test"),
     ];
-    let out = smtp::send_each(&t, &mails).await;
+    let mut tx = smtp::Transactions::open(&t).await.expect("open");
+    let mut out = Vec::new();
+    for m in &mails {
+        out.push(tx.send(m).await);
+        // A refusal ends only its transaction: the session goes on.
+        assert!(!tx.is_lost(), "{out:?}");
+    }
+    tx.close().await;
     assert_eq!(out.len(), 3);
-    assert!(
-        out[0].outcome.succeeded() && out[2].outcome.succeeded(),
-        "{out:?}"
-    );
-    let refused = out[1].outcome.failure.as_ref().expect("refused");
+    assert!(out[0].succeeded() && out[2].succeeded(), "{out:?}");
+    let refused = out[1].failure.as_ref().expect("refused");
     assert_eq!(
         (refused.reason, refused.code, refused.step),
         (FailureReason::RecipientRejected, Some(550), Step::Rcpt)
     );
-    assert!(out.iter().all(|d| d.attempted));
     // The session's own steps are in every outcome, AUTH once on the wire.
-    for d in &out {
-        assert!(d.outcome.passed(Step::Auth), "{d:?}");
+    for o in &out {
+        assert!(o.passed(Step::Auth), "{o:?}");
     }
     assert_eq!(seen.sessions.load(std::sync::atomic::Ordering::SeqCst), 1);
     let delivered = seen.delivered.lock().expect("lock").clone();
@@ -402,20 +405,23 @@ async fn a_session_lost_mid_data_fails_that_message_and_leaves_the_rest_untried(
         mail_to("reset@example.test"),
         mail_to("b@example.test"),
     ];
-    let out = smtp::send_each(&t, &mails).await;
-    assert!(out[0].outcome.succeeded());
-    assert_eq!(reason(&out[1].outcome), Some(FailureReason::ConnectionLost));
-    assert!(out[1].attempted);
-    assert!(!out[2].attempted, "{:?}", out[2]);
+    let mut tx = smtp::Transactions::open(&t).await.expect("open");
+    let first = tx.send(&mails[0]).await;
+    assert!(first.succeeded());
+    assert!(!tx.is_lost());
+    let lost = tx.send(&mails[1]).await;
+    assert_eq!(reason(&lost), Some(FailureReason::ConnectionLost));
+    // The session is over: the next message is not offered to the server.
+    assert!(tx.is_lost());
+    let untried = tx.send(&mails[2]).await;
     assert!(
-        out[2]
-            .outcome
+        untried
             .failure
             .as_ref()
             .is_some_and(|f| f.message.contains("ended before this message")),
-        "{:?}",
-        out[2]
+        "{untried:?}"
     );
+    tx.close().await;
     assert_eq!(seen.delivered.lock().expect("lock").len(), 1);
 }
 
@@ -578,16 +584,21 @@ async fn a_shared_session_through_real_postfix_delivers_every_message() {
             .outgoing()
         })
         .collect();
-    let out = smtp::send_each(&t, &mails).await;
-    for (i, d) in out.iter().enumerate() {
-        assert!(d.outcome.succeeded(), "{d:?}");
-        let id = d.outcome.message_id.clone().expect("message id");
+    let mut tx = smtp::Transactions::open(&t).await.expect("open");
+    let mut out = Vec::new();
+    for m in &mails {
+        out.push(tx.send(m).await);
+    }
+    tx.close().await;
+    for (i, o) in out.iter().enumerate() {
+        assert!(o.succeeded(), "{o:?}");
+        let id = o.message_id.clone().expect("message id");
         let mail = h.wait_for_message(&id);
         assert!(
             mail.contains(&format!("X-Campaign: shared-postfix-{i}")),
             "{mail}"
         );
-        let text = format!("{:?}", d.outcome);
+        let text = format!("{o:?}");
         assert!(!text.contains(PASSWORD));
     }
 }

@@ -182,7 +182,25 @@ impl RelayUsers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::sender_identity::uses_relay;
+
+    /// Does this identity use the relay of this kind and name (and, for cluster
+    /// relays, the default)? Walked over every identity, the answer the index must give.
+    fn uses_relay(
+        identity: &SenderIdentity,
+        kind: RelayKindRef,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> bool {
+        match &identity.spec.relay_ref {
+            Some(r) => {
+                r.kind == kind
+                    && r.name == name
+                    && (kind == RelayKindRef::ClusterSmtpRelay
+                        || identity.namespace().as_deref() == namespace)
+            }
+            None => kind == RelayKindRef::ClusterSmtpRelay,
+        }
+    }
 
     fn identity(namespace: &str, name: &str, relay: Option<(&str, &str)>) -> SenderIdentity {
         let relay_ref = relay.map(|(kind, name)| serde_json::json!({"kind": kind, "name": name}));

@@ -1,9 +1,10 @@
 //! At most N concurrent SMTP sessions per relay host, across all relays that
 //! point at it, so the operator never hammers one server. Verifications go first:
 //! bulk work (confirmation mails) takes a slot only once no verification has waited
-//! for one or run on that host for [`QUIET`], so a storm of confirmation mails (and the status writes
-//! and deliveries that follow them) never delays a relay's readiness: at start-up,
-//! relays get verified first, then their identities' mails go.
+//! for one or run on that host for [`QUIET`] (or after [`BULK_PATIENCE`]), and hands
+//! it back when a verification queues, so a storm of confirmation mails (and the
+//! status writes and deliveries that follow them) never delays a relay's readiness:
+//! at start-up, relays get verified first, then their identities' mails go.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +17,7 @@ struct HostSlot {
     semaphore: Arc<Semaphore>,
     in_flight: AtomicUsize,
     max_observed: AtomicUsize,
-    /// Verifications waiting for a slot or in a session; bulk work yields to them.
+    /// Verifications waiting for a slot or in a session; bulk work waits for them.
     urgent_waiting: AtomicUsize,
     /// Verifications waiting for a slot (not in a session yet).
     queued: AtomicUsize,

@@ -26,7 +26,7 @@ pub use limiter::{HostLimiter, HostPermit};
 pub use message::{Mailbox, Outgoing, TestMessage, build_message, effective_reply_to};
 pub use session::verify;
 pub use shared::{SharedSessions, session_key};
-pub use transactions::{Delivery, send_each};
+pub use transactions::Transactions;
 
 /// How the session is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -444,7 +444,7 @@ impl Session<'_> {
     }
 }
 
-pub(super) fn internal() -> Failure {
+fn internal() -> Failure {
     Failure {
         step: Step::Tls,
         reason: FailureReason::ProtocolError,

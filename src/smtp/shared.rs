@@ -7,12 +7,12 @@
 //! starts. A worker takes a bulk slot on the host (after verifications), opens a
 //! session and sends queued messages one transaction each, answering each sender as
 //! soon as its transaction ends; it ends the session after `per_session` messages,
-//! as soon as a verification waits for the host (a relay's readiness goes before
+//! as soon as a verification queues for the host (a relay's readiness goes before
 //! mail: the message it was about to send goes first in its next session), or once
-//! the queue has stayed empty for [`LINGER`]; then it takes a bulk slot again. A refused transaction fails only its own
-//! message; a session that breaks fails the message it was sending, and the queue is
-//! served by a new session; a session that cannot open fails the messages waiting
-//! for it (the next ones try again).
+//! the queue has stayed empty for [`LINGER`]; then it takes a bulk slot again. A
+//! refused transaction fails only its own message; a session that breaks fails the
+//! message it was sending, and the queue is served by a new session; a session that
+//! cannot open fails the messages waiting for it (the next ones try again).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, oneshot};
 
-use super::transactions::Transactions;
 use super::{
-    Failure, FailureReason, HostLimiter, HostPermit, Outcome, Outgoing, Step, Target, verify,
+    Failure, FailureReason, HostLimiter, HostPermit, Outcome, Outgoing, Step, Target, Transactions,
+    verify,
 };
 
 /// How long an open session waits for the next message before it says QUIT.
@@ -233,8 +233,8 @@ impl Worker {
         let mut sent = 0;
         let alive = loop {
             if same_session(&target, &job.target) {
-                let delivery = tx.send(&job.message).await;
-                let _ = job.reply.send(delivery.outcome);
+                let outcome = tx.send(&job.message).await;
+                let _ = job.reply.send(outcome);
                 sent += 1;
             } else {
                 // Rare (a key collision): a session of its own.

@@ -1,20 +1,11 @@
 //! Several messages through one session: connect, TLS, EHLO and AUTH once, then one
-//! MAIL/RCPT/DATA transaction per message ([`send_each`]).
+//! MAIL/RCPT/DATA transaction per message ([`Transactions`]).
 
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use tokio::time::Instant;
 
-use super::session::{Session, finish, internal, prepare};
+use super::session::{Session, finish, prepare};
 use super::{Failure, Outcome, Outgoing, Target};
-
-/// One message's result in a shared session.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub outcome: Outcome,
-    /// False when the session ended (or never opened) before this message's turn: it
-    /// was not offered to the server, and may be sent in another session.
-    pub attempted: bool,
-}
 
 /// An open session (connect, TLS, EHLO and AUTH done) that sends one MAIL/RCPT/DATA
 /// transaction per message, each with the target's whole timeout.
@@ -61,25 +52,23 @@ impl<'a> Transactions<'a> {
         self.lost.is_some()
     }
 
-    /// One transaction. A negative reply fails only this message (RSET, the session
-    /// goes on); anything else ends the session, and the messages after it get
-    /// `attempted: false`.
-    pub async fn send(&mut self, message: &Outgoing) -> Delivery {
+    /// One transaction, its outcome with the session's own steps. A negative reply
+    /// fails only this message (RSET, the session goes on); anything else ends the
+    /// session ([`Transactions::is_lost`]), and a message sent after that fails
+    /// without being offered to the server.
+    pub async fn send(&mut self, message: &Outgoing) -> Outcome {
         let target = self.session.target;
         let (message_id, sender, recipient, bytes) = match prepare(message) {
             Ok(p) => p,
             Err(invalid) => {
-                return Delivery {
-                    outcome: finish(
-                        Outcome {
-                            failure: Some(invalid),
-                            ..Outcome::default()
-                        },
-                        target,
-                        self.start,
-                    ),
-                    attempted: true,
-                };
+                return finish(
+                    Outcome {
+                        failure: Some(invalid),
+                        ..Outcome::default()
+                    },
+                    target,
+                    self.start,
+                );
             }
         };
         if let Some(f) = &self.lost {
@@ -87,17 +76,14 @@ impl<'a> Transactions<'a> {
                 message: format!("the session ended before this message: {}", f.message),
                 ..f.clone()
             };
-            return Delivery {
-                outcome: finish(
-                    Outcome {
-                        failure: Some(untried),
-                        ..self.opened.clone()
-                    },
-                    target,
-                    self.start,
-                ),
-                attempted: false,
-            };
+            return finish(
+                Outcome {
+                    failure: Some(untried),
+                    ..self.opened.clone()
+                },
+                target,
+                self.start,
+            );
         }
         let session = &mut self.session;
         session.outcome = self.opened.clone();
@@ -117,10 +103,7 @@ impl<'a> Transactions<'a> {
                 session.outcome.failure = Some(f);
             }
         }
-        Delivery {
-            outcome: finish(session.outcome.clone(), target, self.start),
-            attempted: true,
-        }
+        finish(session.outcome.clone(), target, self.start)
     }
 
     /// QUIT, or after a failure close without waiting long.
@@ -132,61 +115,4 @@ impl<'a> Transactions<'a> {
             self.session.quit(&mut self.conn).await;
         }
     }
-}
-
-/// Send several messages through one session (the target's own message is not
-/// sent): [`Transactions`] over a list. Every message gets its own outcome: the
-/// session's steps, then its transaction's. When the session fails to open or ends
-/// early, the messages it did not reach carry that failure with `attempted: false`.
-/// Invalid messages fail without a session.
-pub async fn send_each(target: &Target, messages: &[Outgoing]) -> Vec<Delivery> {
-    let invalid: Vec<Option<Failure>> = messages.iter().map(|m| prepare(m).err()).collect();
-    if invalid.iter().all(Option::is_some) {
-        let start = Instant::now();
-        return invalid
-            .into_iter()
-            .map(|f| Delivery {
-                outcome: finish(
-                    Outcome {
-                        failure: Some(f.unwrap_or_else(internal)),
-                        ..Outcome::default()
-                    },
-                    target,
-                    start,
-                ),
-                attempted: true,
-            })
-            .collect();
-    }
-    let mut tx = match Transactions::open(target).await {
-        Ok(tx) => tx,
-        Err(outcome) => {
-            return invalid
-                .into_iter()
-                .map(|f| match f {
-                    Some(f) => Delivery {
-                        outcome: finish(
-                            Outcome {
-                                failure: Some(f),
-                                ..Outcome::default()
-                            },
-                            target,
-                            Instant::now(),
-                        ),
-                        attempted: true,
-                    },
-                    None => Delivery {
-                        outcome: outcome.clone(),
-                        attempted: false,
-                    },
-                })
-                .collect();
-        }
-    };
-    let mut out = Vec::with_capacity(messages.len());
-    for m in messages {
-        out.push(tx.send(m).await);
-    }
-    tx.close().await;
-    out
 }

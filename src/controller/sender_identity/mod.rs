@@ -180,25 +180,6 @@ async fn reconcile_in_span(
     apply(&ctx, &identity, &observed, actions).await
 }
 
-/// Identities that use a relay of this kind and name (and, for cluster relays, those
-/// that use the default).
-pub fn uses_relay(
-    identity: &SenderIdentity,
-    kind: RelayKindRef,
-    namespace: Option<&str>,
-    name: &str,
-) -> bool {
-    match &identity.spec.relay_ref {
-        Some(r) => {
-            r.kind == kind
-                && r.name == name
-                && (kind == RelayKindRef::ClusterSmtpRelay
-                    || identity.namespace().as_deref() == namespace)
-        }
-        None => kind == RelayKindRef::ClusterSmtpRelay,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::fixtures::*;
