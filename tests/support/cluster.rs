@@ -201,10 +201,27 @@ impl Drop for Operator {
     }
 }
 
-/// A loopback port for an endpoint of the operator to listen on.
+/// A loopback port for an endpoint of the operator (a child process) to listen on.
+///
+/// The port is released before the operator binds it, so it is taken from below the
+/// kernel's ephemeral range (32768..61000 on Linux): a port the kernel hands out for
+/// `bind(0)` or an outgoing connection meanwhile cannot land on it. Within 20000..25000
+/// (under the Postfix and Dovecot harness ports), starting from a per-process offset and
+/// never returning one port twice in a process.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const LOW: u16 = 20_000;
+    const SPAN: u16 = 5_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = LOW + (start + step) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
 
 /// The operator binary as a child process against `kubeconfig`.

@@ -154,13 +154,7 @@ impl DnsServer {
         );
         let counts = Arc::new(Mutex::new(HashMap::new()));
         let silent = Arc::new(Mutex::new(HashSet::new()));
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("udp");
-        let addr = udp.local_addr().expect("addr");
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("tcp on the same port");
+        let (udp, tcp, addr) = bind_udp_and_tcp().await;
         let mut server = hickory_server::Server::new(Handler {
             catalog,
             counts: Arc::clone(&counts),
@@ -265,4 +259,27 @@ impl DnsServer {
     pub fn reset_counts(&self) {
         self.counts.lock().expect("lock").clear();
     }
+}
+
+/// A UDP socket and a TCP listener on one loopback port. The kernel picks a free UDP
+/// port; the same TCP port may be in use by another process (ports are per protocol),
+/// so on `AddrInUse` it tries another pair.
+async fn bind_udp_and_tcp() -> (
+    tokio::net::UdpSocket,
+    tokio::net::TcpListener,
+    std::net::SocketAddr,
+) {
+    let mut last = None;
+    for _ in 0..50 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("udp");
+        let addr = udp.local_addr().expect("addr");
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(tcp) => return (udp, tcp, addr),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => panic!("tcp on {addr}: {e}"),
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP after 50 tries: {last:?}")
 }
