@@ -11,7 +11,14 @@
 //! SCALE_IDLE_SECS (60), SCALE_TIMEOUT_SECS (600), SMTP_RELAY_ENVTEST (../shared/envtest),
 //! SCALE_OPERATOR_ARGS (extra `run` flags, for experiments), SCALE_OPERATOR_WRAPPER (a
 //! profiler to run the operator under, e.g. `heaptrack -o target/scale-heap`).
+//!
+//! Then, on the restarted operator, the rows a change must keep (`scale/keep.rs`):
+//! apply → Ready of SCALE_KEEP_RELAYS (20) new relays one at a time, RSS before and
+//! after SCALE_NOISE_SECRETS (20000) unrelated 10 KiB Secrets, and a new relay's
+//! apply → Ready after kube-apiserver is restarted under the operator.
 
+#[path = "scale/keep.rs"]
+mod keep;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -710,6 +717,17 @@ async fn main() {
         "| after a restart (20 s): SMTP sessions / status writes | {sessions:.0} / {} |",
         changed(&before, &after)
     );
+
+    // The rows to keep, on the restarted operator, converged and idle.
+    let keep_n = env_num("SCALE_KEEP_RELAYS", 20);
+    keep::apply_to_ready_row(&client, "scale-0", h.submission_port, keep_n).await;
+    keep::unrelated_secrets_row(
+        &client,
+        restarted.0.id(),
+        env_num("SCALE_NOISE_SECRETS", 20_000),
+    )
+    .await;
+    keep::apiserver_restart_row(&client, &dir, "scale-0", h.submission_port).await;
     drop(restarted);
     let log = std::fs::read_to_string(logs.path().join("first.log")).unwrap_or_default();
     let errors: Vec<&str> = log
