@@ -110,11 +110,22 @@ async fn server() -> DnsServer {
     s
 }
 
+/// A resolver asking `s`, patient enough for a busy machine: a retry would count as
+/// a second query.
 fn checker(s: &DnsServer, zones: &[&str]) -> Checker {
+    checker_waiting(s, zones, Duration::from_secs(2))
+}
+
+/// A resolver for names `s` was told not to answer: it gives up quickly.
+fn silent_checker(s: &DnsServer, zones: &[&str]) -> Checker {
+    checker_waiting(s, zones, Duration::from_millis(400))
+}
+
+fn checker_waiting(s: &DnsServer, zones: &[&str], timeout: Duration) -> Checker {
     Checker::new(
         &DnsSettings {
             server: Some(s.addr),
-            timeout: Some(Duration::from_millis(400)),
+            timeout: Some(timeout),
         },
         zones.iter().map(|z| z.to_string()).collect(),
     )
@@ -131,7 +142,8 @@ fn query(address: &str, selectors: &[&str]) -> DomainQuery {
     }
 }
 
-#[tokio::test]
+// The DNS test server runs on its own worker, not behind the test's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spf_results_are_the_rfc_results_with_the_record_read() {
     let s = server().await;
     let c = checker(&s, &[]);
@@ -244,7 +256,8 @@ async fn spf_results_are_the_rfc_results_with_the_record_read() {
     assert_eq!(c.check_domain(&other).await.spf.result, "fail");
 }
 
-#[tokio::test]
+// The DNS test server runs on its own worker, not behind the test's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkim_keys_are_judged_by_what_receivers_accept() {
     let s = server().await;
     let c = checker(&s, &[]);
@@ -288,7 +301,8 @@ async fn dkim_keys_are_judged_by_what_receivers_accept() {
     assert_eq!(ed.key_type.as_deref(), Some("ed25519"));
 }
 
-#[tokio::test]
+// The DNS test server runs on its own worker, not behind the test's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dmarc_policies_and_mx_as_published() {
     let s = server().await;
     let c = checker(&s, &[]);
@@ -332,7 +346,8 @@ async fn dmarc_policies_and_mx_as_published() {
     assert_eq!(nothing.mx.result, "NoMx");
 }
 
-#[tokio::test]
+// The DNS test server runs on its own worker, not behind the test's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocklists_listed_not_listed_refused_and_silent() {
     let s = server().await;
     let c = checker(&s, &["bl.test"]);
@@ -363,7 +378,7 @@ async fn blocklists_listed_not_listed_refused_and_silent() {
     );
     s.silence("bl.test");
     // A fresh resolver: the answers above are cached (as receivers' would be).
-    let c = checker(&s, &["bl.test"]);
+    let c = silent_checker(&s, &["bl.test"]);
     let silent = c.check_blocklists(&ips(&["127.0.0.1"]), "later").await;
     assert!(silent.listings.is_empty());
     assert_eq!(
@@ -386,7 +401,8 @@ async fn blocklists_listed_not_listed_refused_and_silent() {
     );
 }
 
-#[tokio::test]
+// The DNS test server runs on its own worker, not behind the test's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_temporary_failure_keeps_the_last_result() {
     let s = server().await;
     let c = checker(&s, &[]);
@@ -394,7 +410,7 @@ async fn a_temporary_failure_keeps_the_last_result() {
     assert!(verdict::has_temporary_failure(&first).is_none());
     s.silence("good.test");
     // A new resolver: nothing cached, so the silence is seen.
-    let c2 = checker(&s, &[]);
+    let c2 = silent_checker(&s, &[]);
     let failed = c2.check_domain(&query("a@good.test", &[])).await;
     assert!(
         verdict::has_temporary_failure(&failed).is_some(),
@@ -413,7 +429,8 @@ async fn a_temporary_failure_keeps_the_last_result() {
     );
 }
 
-#[tokio::test]
+// The DNS test server runs on its own worker, not behind the test's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_identities_on_few_domains_cost_one_lookup_per_record_within_its_ttl() {
     let s = server().await;
     let c = Arc::new(checker(&s, &[]));
@@ -450,7 +467,8 @@ async fn many_identities_on_few_domains_cost_one_lookup_per_record_within_its_tt
     assert_eq!(s.queries("short.test", "TXT"), 2);
 }
 
-#[tokio::test]
+// The DNS test server runs on its own worker, not behind the test's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_prints_each_check_with_its_result_and_record() {
     let s = server().await;
     let h = support::harness();

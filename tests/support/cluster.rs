@@ -207,12 +207,21 @@ impl Drop for Operator {
 /// kernel's ephemeral range (32768..61000 on Linux): a port the kernel hands out for
 /// `bind(0)` or an outgoing connection meanwhile cannot land on it. Within 20000..25000
 /// (under the Postfix and Dovecot harness ports), starting from a per-process offset and
-/// never returning one port twice in a process.
+/// never returning one port twice in a process. Where the ephemeral range reaches
+/// down there (net.ipv4.ip_local_port_range widened), any free port.
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     const LOW: u16 = 20_000;
     const SPAN: u16 = 5_000;
     static NEXT: AtomicU16 = AtomicU16::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low < LOW + SPAN {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        return l.local_addr().expect("addr").port();
+    }
     let start = (std::process::id() % u32::from(SPAN)) as u16;
     for _ in 0..SPAN {
         let step = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
