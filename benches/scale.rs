@@ -47,6 +47,15 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// Is the relay's Ready condition True?
+fn relay_ready(r: &SmtpRelay) -> bool {
+    r.status.as_ref().is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == "Ready" && c.status == smtp_relay_operator::api::ConditionStatus::True
+        })
+    })
+}
+
 /// (VmRSS, VmHWM) of a process, in MiB.
 fn rss(pid: u32) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -516,13 +525,7 @@ async fn main() {
     // Progress from one watch per kind: polling with full LISTs would load the API
     // server (10,000 identities are ~66 MB of JSON) and slow what is measured. The
     // watches start, and their initial lists are read, before the operator does.
-    let ready_relays = track(Api::<SmtpRelay>::all(client.clone()), |r: &SmtpRelay| {
-        r.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| {
-                c.type_ == "Ready" && c.status == smtp_relay_operator::api::ConditionStatus::True
-            })
-        })
-    });
+    let ready_relays = track(Api::<SmtpRelay>::all(client.clone()), relay_ready);
     let sent_identities = track(
         Api::<SenderIdentity>::all(client.clone()),
         |i: &SenderIdentity| {
