@@ -24,6 +24,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::api::{ClusterSmtpRelay, RelayKindRef, SenderIdentity, SmtpRelay, SmtpRelayStatus};
+use crate::k8s::backoff::WatchBackoff;
 use crate::metrics::Metrics;
 use crate::relay::{self, Transition};
 use crate::smtp::HostLimiter;
@@ -318,13 +319,13 @@ pub async fn run(
     // ~66 MB body, parsed at once before the cache slims each object.
     let cfg = watcher::Config::default().page_size(500);
     let relay_reflector = watcher(relays, cfg.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim)
         .reflect_shared(relay_writer)
         .take_until(wait_for(shutdown.clone()))
         .for_each(|_| futures::future::ready(()));
     let cluster_reflector = watcher(cluster_relays, cfg.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim)
         .reflect_shared(cluster_writer)
         .take_until(wait_for(shutdown.clone()))
@@ -333,7 +334,7 @@ pub async fn run(
     let users = users::RelayUsers::default();
     let indexed = users.clone();
     let identity_reflector = watcher(identities, cfg)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim)
         .map_ok(move |event| {
             indexed.observe(&event);
@@ -379,8 +380,16 @@ pub async fn run(
     // maps to the relays that reference the object, then is dropped. Memory does not
     // grow with unrelated Secrets.
     let meta_config = watcher::Config::default().any_semantic();
-    let secret_events = || watcher(secrets.clone(), meta_config.clone()).touched_objects();
-    let cm_events = || watcher(config_maps.clone(), meta_config.clone()).touched_objects();
+    let secret_events = || {
+        watcher(secrets.clone(), meta_config.clone())
+            .backoff(WatchBackoff::default())
+            .touched_objects()
+    };
+    let cm_events = || {
+        watcher(config_maps.clone(), meta_config.clone())
+            .backoff(WatchBackoff::default())
+            .touched_objects()
+    };
     let default_ns = settings.operator_namespace.clone();
     use crate::api::CaBundleKind::{ConfigMap as CmKind, Secret as SecretKind};
 

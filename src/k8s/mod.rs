@@ -5,6 +5,7 @@
 //! Controllers and the confirmation endpoint use it; it uses only `api` and the
 //! domain, never a controller.
 
+pub mod backoff;
 pub mod source;
 
 use std::collections::HashMap;
