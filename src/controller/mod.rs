@@ -397,6 +397,7 @@ pub async fn run(
     let identity_shutdown = shutdown.clone();
     let relay_run = relay_controller
         .with_config(controller_config.clone())
+        .trigger_backoff(WatchBackoff::default())
         .watches_stream(
             secret_events(),
             referencing(relay_store.clone(), SecretKind, default_ns.clone()),
@@ -417,6 +418,7 @@ pub async fn run(
     let claimers = cluster_store.clone();
     let cluster_run = cluster_controller
         .with_config(controller_config.clone())
+        .trigger_backoff(WatchBackoff::default())
         .watches_stream(
             secret_events(),
             referencing(cluster_store.clone(), SecretKind, default_ns.clone()),
@@ -463,6 +465,7 @@ pub async fn run(
         }
         identity_controller
             .with_config(controller_config.clone())
+            .trigger_backoff(WatchBackoff::default())
             .watches_shared_stream(
                 relay_events_for_identities,
                 identities_using(users.clone(), RelayKindRef::SmtpRelay),

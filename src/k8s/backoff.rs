@@ -2,7 +2,9 @@
 //! a handful of watches (not thousands of clients to spread out) and every second a
 //! watch is down is a second in which no change is seen. kube's default (client-go's:
 //! 0.8 s doubling to 30 s, reset only after two quiet minutes) left the operator
-//! blind for up to half a minute after the API server came back from a restart.
+//! blind for up to half a minute after the API server came back from a restart. The
+//! controllers use it for their trigger streams too: kube pauses all of a controller's
+//! triggers while it backs off after an error in any of them.
 
 use std::time::Duration;
 
