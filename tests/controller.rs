@@ -79,6 +79,7 @@ async fn status_is_written_with_server_side_apply_and_an_event_on_transition() {
         "{query}"
     );
     assert!(query.contains("force=true"), "{query}");
+    assert!(query.contains("fieldValidation=Ignore"), "{query}");
     assert_eq!(
         req.headers()
             .get("content-type")

@@ -103,7 +103,11 @@ where
         .patch_subresource(
             "status",
             &name,
-            &PatchParams::apply(MANAGER).force(),
+            // fieldValidation=Ignore: the patch is serialised from the operator's own
+            // types (crds/ is generated from them), so it has no duplicate or unknown
+            // field to report, and the API server skips a second, strict YAML parse
+            // of every status write.
+            &PatchParams::apply(MANAGER).force().validation_ignore(),
             &Patch::Apply(&patch),
         )
         .map_err(|e| WriteError::Api(kube::Error::BuildRequest(e)))?;
