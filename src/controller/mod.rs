@@ -272,6 +272,26 @@ pub fn jittered(d: Duration) -> Duration {
     d.mul_f64(factor).max(Duration::from_secs(1))
 }
 
+/// A trigger watch's objects; its errors (retried by the watch's own backoff) logged
+/// and dropped.
+fn without_errors<K>(
+    what: &'static str,
+    events: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Send + 'static,
+{
+    events.filter_map(move |event| {
+        futures::future::ready(match event {
+            Ok(object) => Some(Ok(object)),
+            Err(e) => {
+                tracing::warn!(error = %e, "watch of {what} failed; retrying");
+                None
+            }
+        })
+    })
+}
+
 /// Run both relay controllers until `shutdown` resolves; in-flight reconciles finish.
 pub async fn run(
     client: Client,
@@ -380,15 +400,24 @@ pub async fn run(
     // maps to the relays that reference the object, then is dropped. Memory does not
     // grow with unrelated Secrets.
     let meta_config = watcher::Config::default().any_semantic();
+    // Their errors are logged here and go no further: kube pauses all of a
+    // controller's triggers (its own objects' too) while it backs off after an error
+    // in any of them.
     let secret_events = || {
-        watcher(secrets.clone(), meta_config.clone())
-            .backoff(WatchBackoff::default())
-            .touched_objects()
+        without_errors(
+            "Secrets",
+            watcher(secrets.clone(), meta_config.clone())
+                .backoff(WatchBackoff::default())
+                .touched_objects(),
+        )
     };
     let cm_events = || {
-        watcher(config_maps.clone(), meta_config.clone())
-            .backoff(WatchBackoff::default())
-            .touched_objects()
+        without_errors(
+            "ConfigMaps",
+            watcher(config_maps.clone(), meta_config.clone())
+                .backoff(WatchBackoff::default())
+                .touched_objects(),
+        )
     };
     let default_ns = settings.operator_namespace.clone();
     use crate::api::CaBundleKind::{ConfigMap as CmKind, Secret as SecretKind};
@@ -397,7 +426,6 @@ pub async fn run(
     let identity_shutdown = shutdown.clone();
     let relay_run = relay_controller
         .with_config(controller_config.clone())
-        .trigger_backoff(WatchBackoff::default())
         .watches_stream(
             secret_events(),
             referencing(relay_store.clone(), SecretKind, default_ns.clone()),
@@ -418,7 +446,6 @@ pub async fn run(
     let claimers = cluster_store.clone();
     let cluster_run = cluster_controller
         .with_config(controller_config.clone())
-        .trigger_backoff(WatchBackoff::default())
         .watches_stream(
             secret_events(),
             referencing(cluster_store.clone(), SecretKind, default_ns.clone()),
@@ -465,7 +492,6 @@ pub async fn run(
         }
         identity_controller
             .with_config(controller_config.clone())
-            .trigger_backoff(WatchBackoff::default())
             .watches_shared_stream(
                 relay_events_for_identities,
                 identities_using(users.clone(), RelayKindRef::SmtpRelay),
