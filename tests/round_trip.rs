@@ -476,6 +476,19 @@ async fn hostile_mailbox_servers_get_errors_not_panics_and_never_the_password() 
             |e| matches!(e, MailboxError::Protocol(m) if m.contains("larger than")),
         ),
         (
+            "POP3 without TOP",
+            Protocol::Pop3,
+            vec![
+                b"+OK ready\r\n".to_vec(),
+                b"+OK\r\n".to_vec(),
+                b"+OK\r\n".to_vec(),
+                b"+OK 2 200\r\n".to_vec(),
+                b"-ERR unknown command\r\n".to_vec(),
+                b"-ERR unknown command\r\n".to_vec(),
+            ],
+            |e| matches!(e, MailboxError::Protocol(m) if m.contains("TOP refused")),
+        ),
+        (
             "POP3 STAT without a count",
             Protocol::Pop3,
             vec![

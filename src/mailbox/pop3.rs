@@ -136,12 +136,17 @@ pub async fn look(target: &Target, token: &Token, deadline: Instant) -> Result<L
     let numbers: Vec<u32> = (first..=count).collect();
     let prefix = format!("{}.", token.relay);
     let mut result = Look::default();
+    let mut refused = None;
+    let mut read = 0usize;
     for n in &numbers {
         // A message another client expunged since STAT is refused (Dovecot: "-ERR
-        // Message N expunged"); the mailbox is shared, so that is no failure.
-        if s.command(&format!("TOP {n} 0")).await?.is_err() {
+        // Message N expunged"); the mailbox is shared, so that is no failure. A server
+        // that refuses every TOP (TOP is optional in POP3) is one, below.
+        if let Err(e) = s.command(&format!("TOP {n} 0")).await? {
+            refused = Some(e);
             continue;
         }
+        read += 1;
         let header = s.block().await?.join(&b"\r\n"[..]);
         let (found, verdicts) = super::parse_headers(&header);
         let ours = match found {
@@ -162,6 +167,14 @@ pub async fn look(target: &Target, token: &Token, deadline: Instant) -> Result<L
         if ours {
             s.ok(&format!("DELE {n}"), "DELE").await?;
         }
+    }
+    if read == 0
+        && let Some(e) = refused
+    {
+        return Err(MailboxError::Protocol(format!(
+            "{}: TOP refused: -ERR {e}",
+            s.conn.peer
+        )));
     }
     // Deletions take effect at QUIT.
     s.ok("QUIT", "QUIT").await?;
