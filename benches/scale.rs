@@ -47,6 +47,16 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// On drop, delete the messages delivered to the Maildir since the given time.
+struct MailCleanup(PathBuf, std::time::SystemTime);
+
+impl Drop for MailCleanup {
+    fn drop(&mut self) {
+        let removed = remove_mail_since(&self.0, self.1);
+        println!("(removed the {removed} messages this run delivered to the harness Maildir)");
+    }
+}
+
 /// Delete the messages in `maildir` (new/ and cur/ of the inbox and of its folders)
 /// written at or after `since`; how many.
 fn remove_mail_since(maildir: &Path, since: std::time::SystemTime) -> usize {
@@ -75,6 +85,21 @@ fn remove_mail_since(maildir: &Path, since: std::time::SystemTime) -> usize {
         }
     }
     removed
+}
+
+/// A relay of the harness (STARTTLS + AUTH) in a namespace that holds the
+/// `harness-ca` ConfigMap and the `creds` Secret.
+fn relay_doc(ns: &str, name: &str, port: u16) -> SmtpRelay {
+    serde_json::from_value(json!({
+        "apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"title": name, "host": "localhost", "port": port,
+                 "tls": {"mode": "StartTls", "caBundleRef": {"kind": "ConfigMap", "name": "harness-ca"}},
+                 "auth": {"credentialsSecretRef": {"name": "creds"}},
+                 "defaultSender": {"address": format!("{name}@example.test"), "name": "Scale"},
+                 "usage": ["sales", "purchasing"],
+                 "verification": {"interval": "1h", "timeout": "20s"}}}))
+    .expect("relay")
 }
 
 /// Is the relay's Ready condition True?
@@ -477,7 +502,10 @@ async fn main() {
     );
 
     // The world, created before the operator starts.
-    let run_started = std::time::SystemTime::now();
+    // The Maildir is the test suite's too (tests scan it for their messages): the
+    // mails of this run go when it ends, however it ends. Nothing else may deliver
+    // there meanwhile (make scale runs alone).
+    let _mail = MailCleanup(h.maildir(), std::time::SystemTime::now());
     let created = Instant::now();
     let mut names: Vec<String> = (0..namespaces_n).map(|i| format!("scale-{i}")).collect();
     names.push("scale-ops".into());
@@ -502,15 +530,7 @@ async fn main() {
     }
     let relay_docs = (0..relays_n).map(|i| {
         let ns = format!("scale-{}", i % namespaces_n);
-        let obj: SmtpRelay = serde_json::from_value(json!({
-            "apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
-            "metadata": {"name": format!("relay-{i}"), "namespace": ns},
-            "spec": {"title": format!("Relay {i}"), "host": "localhost", "port": h.submission_port,
-                     "tls": {"mode": "StartTls", "caBundleRef": {"kind": "ConfigMap", "name": "harness-ca"}},
-                     "auth": {"credentialsSecretRef": {"name": "creds"}},
-                     "defaultSender": {"address": format!("relay-{i}@example.test"), "name": "Scale"},
-                     "usage": ["sales", "purchasing"],
-                     "verification": {"interval": "1h", "timeout": "20s"}}})).expect("relay");
+        let obj = relay_doc(&ns, &format!("relay-{i}"), h.submission_port);
         (ns, obj)
     });
     stream::iter(relay_docs)
@@ -763,10 +783,6 @@ async fn main() {
     .await;
     keep::apiserver_restart_row(&client, &dir, "scale-0", h.submission_port).await;
     drop(restarted);
-    // The Maildir is the test suite's too (tests scan it for their messages): the
-    // ~10,000 mails of this run go, everything older stays.
-    let removed = remove_mail_since(&h.maildir(), run_started);
-    println!("(removed the {removed} messages this run delivered to the harness Maildir)");
     let log = std::fs::read_to_string(logs.path().join("first.log")).unwrap_or_default();
     let errors: Vec<&str> = log
         .lines()

@@ -9,7 +9,6 @@ use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher;
 use serde_json::json;
 use smtp_relay_operator::api::SmtpRelay;
 
@@ -17,7 +16,7 @@ use crate::support::cluster::Namespaces;
 
 /// Create relay `name` in `ns` (which holds the `harness-ca` ConfigMap and the `creds`
 /// Secret) and time from the create call to the watch event that shows it Ready. The
-/// watch is open, its initial list read, before the clock starts.
+/// watch is established (the API server answered its request) before the clock starts.
 async fn apply_to_ready(
     client: &Client,
     ns: &str,
@@ -25,31 +24,26 @@ async fn apply_to_ready(
     port: u16,
     limit: Duration,
 ) -> Option<Duration> {
+    use kube::api::{ListParams, WatchEvent, WatchParams};
     let api: Api<SmtpRelay> = Api::namespaced(client.clone(), ns);
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api.clone(), config));
-    // The initial (empty) list first, so no event of the new object is missed.
-    loop {
-        match events.next().await {
-            Some(Ok(watcher::Event::InitDone)) => break,
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => return None,
-        }
-    }
-    let relay: SmtpRelay = serde_json::from_value(json!({
-        "apiVersion": "smtprelay.io/v1alpha1", "kind": "SmtpRelay",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"title": name, "host": "localhost", "port": port,
-                 "tls": {"mode": "StartTls", "caBundleRef": {"kind": "ConfigMap", "name": "harness-ca"}},
-                 "auth": {"credentialsSecretRef": {"name": "creds"}},
-                 "defaultSender": {"address": format!("{name}@example.test")},
-                 "verification": {"interval": "1h", "timeout": "20s"}}}))
-    .expect("relay");
+    let selector = format!("metadata.name={name}");
+    let version = api
+        .list_metadata(&ListParams::default().fields(&selector))
+        .await
+        .ok()?
+        .metadata
+        .resource_version?;
+    let mut events = std::pin::pin!(
+        api.watch(&WatchParams::default().fields(&selector), &version)
+            .await
+            .ok()?
+    );
+    let relay = super::relay_doc(ns, name, port);
     let start = Instant::now();
     api.create(&PostParams::default(), &relay).await.ok()?;
     let ready = async {
         while let Some(event) = events.next().await {
-            if let Ok(watcher::Event::Apply(r)) = event
+            if let Ok(WatchEvent::Added(r) | WatchEvent::Modified(r)) = event
                 && super::relay_ready(&r)
             {
                 return Some(start.elapsed());
@@ -104,7 +98,8 @@ pub async fn unrelated_secrets_row(client: &Client, operator: u32, n: usize) {
         sum / 5.0
     };
     let before = steady(operator).await;
-    let _ns = Namespaces::create(client, vec!["scale-noise".to_string()]).await;
+    // Left in place, like the rest of the world: down.sh ends the control plane.
+    Namespaces::create(client, vec!["scale-noise".to_string()]).await;
     let api: Api<Secret> = Api::namespaced(client.clone(), "scale-noise");
     let blob = super::b64(&"x".repeat(10 * 1024));
     let created = Instant::now();
@@ -166,7 +161,16 @@ pub async fn apiserver_restart_row(client: &Client, envtest_dir: &Path, ns: &str
     // 5 s (its graceful shutdown waits for open watches). Started again only once it
     // is gone, so the new process has the port.
     let stopped = Instant::now();
-    let gone = || !Path::new(&format!("/proc/{pid}")).exists();
+    // Gone, or a zombie nobody reaps (up.sh started it with setsid).
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(") ")?;
+                rest.split_whitespace().next().map(|state| state == "Z")
+            })
+            .unwrap_or(true)
+    };
     let _ = std::process::Command::new("kill")
         .arg(pid.to_string())
         .status();
