@@ -16,7 +16,8 @@ use crate::support::cluster::Namespaces;
 
 /// Create relay `name` in `ns` (which holds the `harness-ca` ConfigMap and the `creds`
 /// Secret) and time from the create call to the watch event that shows it Ready. The
-/// watch is established (the API server answered its request) before the clock starts.
+/// watch is established (the API server answered its request), and a connection for
+/// the create is open, before the clock starts.
 async fn apply_to_ready(
     client: &Client,
     ns: &str,
@@ -38,6 +39,9 @@ async fn apply_to_ready(
             .await
             .ok()?
     );
+    // The watch holds its connection: warm another for the create, so that a new
+    // connection's TCP and TLS set-up (and its delayed ACKs) is not timed.
+    api.get_opt(name).await.ok()?;
     let relay = super::relay_doc(ns, name, port);
     let start = Instant::now();
     api.create(&PostParams::default(), &relay).await.ok()?;
