@@ -272,24 +272,29 @@ pub fn jittered(d: Duration) -> Duration {
     d.mul_f64(factor).max(Duration::from_secs(1))
 }
 
-/// A trigger watch's objects; its errors (retried by the watch's own backoff) logged
-/// and dropped.
-fn without_errors<K>(
+/// The objects a trigger watch touches, the watch retrying with [`WatchBackoff`]. Its
+/// errors are logged and go no further: kube pauses all of a controller's triggers
+/// (its own objects' too) while it backs off after an error in any of them.
+fn trigger_watch<K>(
     what: &'static str,
-    events: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    api: Api<K>,
+    config: watcher::Config,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
-    K: Send + 'static,
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    events.filter_map(move |event| {
-        futures::future::ready(match event {
-            Ok(object) => Some(Ok(object)),
-            Err(e) => {
-                tracing::warn!(error = %e, "watch of {what} failed; retrying");
-                None
-            }
+    watcher(api, config)
+        .backoff(WatchBackoff::default())
+        .touched_objects()
+        .filter_map(move |event| {
+            futures::future::ready(match event {
+                Ok(object) => Some(Ok(object)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch of {what} failed; retrying");
+                    None
+                }
+            })
         })
-    })
 }
 
 /// Run both relay controllers until `shutdown` resolves; in-flight reconciles finish.
@@ -400,25 +405,8 @@ pub async fn run(
     // maps to the relays that reference the object, then is dropped. Memory does not
     // grow with unrelated Secrets.
     let meta_config = watcher::Config::default().any_semantic();
-    // Their errors are logged here and go no further: kube pauses all of a
-    // controller's triggers (its own objects' too) while it backs off after an error
-    // in any of them.
-    let secret_events = || {
-        without_errors(
-            "Secrets",
-            watcher(secrets.clone(), meta_config.clone())
-                .backoff(WatchBackoff::default())
-                .touched_objects(),
-        )
-    };
-    let cm_events = || {
-        without_errors(
-            "ConfigMaps",
-            watcher(config_maps.clone(), meta_config.clone())
-                .backoff(WatchBackoff::default())
-                .touched_objects(),
-        )
-    };
+    let secret_events = || trigger_watch("Secrets", secrets.clone(), meta_config.clone());
+    let cm_events = || trigger_watch("ConfigMaps", config_maps.clone(), meta_config.clone());
     let default_ns = settings.operator_namespace.clone();
     use crate::api::CaBundleKind::{ConfigMap as CmKind, Secret as SecretKind};
 
