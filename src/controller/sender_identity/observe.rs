@@ -3,6 +3,7 @@
 //! the relay's session target (credentials Secret, CA bundle, TLS setup).
 
 use super::*;
+use kube::runtime::reflector::ObjectRef;
 
 /// What the identity needs to know about its relay.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -301,11 +302,10 @@ async fn find_relay(
 ) -> Result<(RelayView, RelayObject), RelayProblem> {
     match &spec.relay_ref {
         Some(r) if r.kind == RelayKindRef::SmtpRelay => {
-            let found =
-                ctx.relays.state().into_iter().find(|o| {
-                    o.name_any() == r.name && o.namespace().as_deref() == Some(namespace)
-                });
-            let relay = found.ok_or_else(|| {
+            // A keyed read: a scan of the store per reconcile would cost, with 2,000
+            // relays and 10,000 identities, 20 million clones on a cold start.
+            let key = ObjectRef::<SmtpRelay>::new(&r.name).within(namespace);
+            let relay = ctx.relays.get(&key).ok_or_else(|| {
                 RelayProblem::NotFound(format!("SmtpRelay {namespace}/{}", r.name))
             })?;
             let binding = relay_binding(
@@ -330,9 +330,7 @@ async fn find_relay(
             let cluster = match other {
                 Some(r) => ctx
                     .cluster_relays
-                    .state()
-                    .into_iter()
-                    .find(|o| o.name_any() == r.name)
+                    .get(&ObjectRef::new(&r.name))
                     .ok_or_else(|| {
                         RelayProblem::NotFound(format!("ClusterSmtpRelay {}", r.name))
                     })?,
