@@ -36,33 +36,54 @@ pub const ROTATED_PASSWORD: &str = "Rotated-Pass-7";
 pub fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = std::env::var("HARNESS_DIR").unwrap_or_else(|_| "/tmp/smtp-relay-harness".into());
         let base: u16 = std::env::var("HARNESS_BASE_PORT")
             .ok()
             .and_then(|p| p.parse().ok())
             .unwrap_or(25250);
-        let out = Command::new("bash")
-            .arg(root.join("tests/harness/postfix.sh"))
-            .arg("start")
-            .output()
-            .expect("run tests/harness/postfix.sh");
-        assert!(
-            out.status.success(),
-            "the Postfix harness did not start (needs root and Debian's postfix, sasl2-bin, libsasl2-modules; see .ci/run):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Harness {
-            plain_port: base,
-            submission_port: base + 1,
-            smtps_port: base + 2,
-            dir: PathBuf::from(dir),
-        }
+        start_harness(Path::new(&dir), base)
     })
 }
 
+/// Start (or find running) the harness instance in `dir` on ports `base`..`base + 2`.
+pub fn start_harness(dir: &Path, base: u16) -> Harness {
+    let out = harness_script(dir, base, "start");
+    assert!(
+        out.status.success(),
+        "the Postfix harness did not start (needs root and Debian's postfix, sasl2-bin, libsasl2-modules; see .ci/run):\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Harness {
+        plain_port: base,
+        submission_port: base + 1,
+        smtps_port: base + 2,
+        dir: dir.to_path_buf(),
+    }
+}
+
+fn harness_script(dir: &Path, base: u16, command: &str) -> std::process::Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Command::new("bash")
+        .arg(root.join("tests/harness/postfix.sh"))
+        .arg(command)
+        .env("HARNESS_DIR", dir)
+        .env("HARNESS_BASE_PORT", base.to_string())
+        .output()
+        .expect("run tests/harness/postfix.sh")
+}
+
 impl Harness {
+    /// Stop this instance and delete its directory and lock file (for a private
+    /// instance only).
+    pub fn stop_and_remove(&self) {
+        let _ = harness_script(&self.dir, self.plain_port, "stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let mut lock = self.dir.clone().into_os_string();
+        lock.push(".lock");
+        let _ = std::fs::remove_file(lock);
+    }
+
     pub fn ca_pem(&self) -> Vec<u8> {
         std::fs::read(self.dir.join("tls/ca.crt")).expect("harness CA")
     }
