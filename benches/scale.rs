@@ -355,11 +355,11 @@ fn cpu_table(operator: u32, envtest_dir: &Path) -> [f64; 3] {
     ]
 }
 
-/// CPU seconds of every other process by command name (user + system, with the
-/// children it has reaped: Postfix's master collects its short-lived daemons), and of
-/// this benchmark itself under "bench"; the operator, kube-apiserver and etcd are in
-/// [`cpu_table`].
-fn cpu_others(operator: u32) -> BTreeMap<String, f64> {
+/// CPU seconds of every other process, by PID with its command name (user + system,
+/// with the children it has reaped: Postfix's master collects its short-lived
+/// daemons), and of this benchmark itself as "bench"; the operator, kube-apiserver
+/// and etcd are in [`cpu_table`].
+fn cpu_others(operator: u32) -> BTreeMap<u32, (String, f64)> {
     let me = std::process::id();
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -383,23 +383,35 @@ fn cpu_others(operator: u32) -> BTreeMap<String, f64> {
             continue;
         }
         // The bench's children (the operator) are counted on their own.
-        let (comm, cpu) = if pid == me {
+        let entry = if pid == me {
             ("bench".to_string(), p.own)
         } else {
             (p.comm, p.own + p.reaped)
         };
-        *out.entry(comm).or_insert(0.0) += cpu;
+        out.insert(pid, entry);
     }
     out
 }
 
-/// The largest CPU users among [`cpu_others`] between two samples.
-fn others_since(now: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>) -> String {
-    let mut v: Vec<(&String, f64)> = now
-        .iter()
-        .map(|(k, a)| (k, a - before.get(k).copied().unwrap_or(0.0)))
-        .filter(|(_, d)| *d >= 0.1)
-        .collect();
+/// The largest CPU users among [`cpu_others`] between two samples, by name. Deltas
+/// are taken per PID: a kernel worker's name changes with the work it is doing
+/// ("kworker/u8:1-writeback"), so a delta by name would count a renamed worker's
+/// whole lifetime. Workers are summed as "kworker".
+fn others_since(
+    now: &BTreeMap<u32, (String, f64)>,
+    before: &BTreeMap<u32, (String, f64)>,
+) -> String {
+    let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
+    for (pid, (comm, cpu)) in now {
+        let name = if comm.starts_with("kworker/") {
+            "kworker"
+        } else {
+            comm.as_str()
+        };
+        let earlier = before.get(pid).map_or(0.0, |(_, c)| *c);
+        *by_name.entry(name).or_insert(0.0) += (cpu - earlier).max(0.0);
+    }
+    let mut v: Vec<(&str, f64)> = by_name.into_iter().filter(|(_, d)| *d >= 0.1).collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
     v.iter()
         .take(10)
