@@ -524,6 +524,35 @@ async fn a_relay_that_is_not_ready_sends_nothing() {
 }
 
 #[tokio::test]
+async fn a_relay_of_the_same_name_in_another_namespace_is_not_found() {
+    let mut env = env(None);
+    let name = unique("elsewhere");
+    // A Ready relay "corporate" in another namespace, and none of that name in NS.
+    let mut other = relay_object(true);
+    other.metadata.namespace = Some("other-team".into());
+    env.relays
+        .apply_watcher_event(&watcher::Event::Delete(relay_object(true)));
+    env.relays
+        .apply_watcher_event(&watcher::Event::Apply(other));
+    env.create_identity(&name, identity_spec(&format!("{name}@example.test"), "en"));
+    env.reconcile(&name).await;
+    assert_eq!(
+        env.condition(&name, "RelayReady"),
+        ("False".into(), "RelayNotFound".into())
+    );
+    assert_eq!(env.confirmation(&name).attempt_id, None);
+    // Its own namespace's relay appears: the mail goes out through it.
+    env.relays
+        .apply_watcher_event(&watcher::Event::Apply(relay_object(true)));
+    env.reconcile(&name).await;
+    assert_eq!(
+        env.condition(&name, "RelayReady"),
+        ("True".into(), "RelayReady".into())
+    );
+    env.mail(&name);
+}
+
+#[tokio::test]
 async fn the_connection_secret_appears_only_when_ready_and_follows_rotation() {
     let env = env(None);
     let name = unique("conn");
