@@ -75,9 +75,12 @@ fn harness_script(dir: &Path, base: u16, command: &str) -> std::process::Output 
 
 impl Harness {
     /// Stop this instance and delete its directory and lock file (for a private
-    /// instance only).
+    /// instance only; a directory without the script's marker is never deleted).
     pub fn stop_and_remove(&self) {
         let _ = harness_script(&self.dir, self.plain_port, "stop");
+        if !self.dir.join(".smtp-relay-harness").is_file() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         let mut lock = self.dir.clone().into_os_string();
         lock.push(".lock");
