@@ -36,9 +36,14 @@ impl Session {
     }
 
     async fn ok(&mut self, line: &str, what: &str) -> Result<String, MailboxError> {
-        self.command(line).await?.map_err(|e| {
-            MailboxError::Protocol(format!("{}: {what} refused: -ERR {e}", self.conn.peer))
-        })
+        self.command(line)
+            .await?
+            .map_err(|e| self.refused(what, &e))
+    }
+
+    /// The error for a command the server answered with -ERR `e`.
+    fn refused(&self, what: &str, e: &str) -> MailboxError {
+        MailboxError::Protocol(format!("{}: {what} refused: -ERR {e}", self.conn.peer))
     }
 
     /// The lines of a multi-line reply, dot-unstuffed, within [`MAX_BLOCK`] bytes.
@@ -171,10 +176,7 @@ pub async fn look(target: &Target, token: &Token, deadline: Instant) -> Result<L
     if read == 0
         && let Some(e) = refused
     {
-        return Err(MailboxError::Protocol(format!(
-            "{}: TOP refused: -ERR {e}",
-            s.conn.peer
-        )));
+        return Err(s.refused("TOP", &e));
     }
     // Deletions take effect at QUIT.
     s.ok("QUIT", "QUIT").await?;
