@@ -1,8 +1,6 @@
 //! The Dovecot harness (tests/harness/dovecot.sh): IMAP and POP3 over the Postfix
 //! harness's Maildir, for the round-trip probe.
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::OnceLock;
 
 /// The running Dovecot harness.
@@ -25,21 +23,14 @@ pub fn dovecot() -> &'static Dovecot {
     static D: OnceLock<Dovecot> = OnceLock::new();
     D.get_or_init(|| {
         super::harness();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let base: u16 = std::env::var("DOVECOT_BASE_PORT")
             .ok()
             .and_then(|p| p.parse().ok())
             .unwrap_or(25260);
-        let out = Command::new("bash")
-            .arg(root.join("tests/harness/dovecot.sh"))
-            .arg("start")
-            .output()
-            .expect("run tests/harness/dovecot.sh");
-        assert!(
-            out.status.success(),
-            "the Dovecot harness did not start (needs root and Debian's dovecot-imapd, dovecot-pop3d: scripts/install-deps.sh):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        super::start_script(
+            "dovecot.sh",
+            &[],
+            "the Dovecot harness did not start (needs root and Debian's dovecot-imapd, dovecot-pop3d: scripts/install-deps.sh)",
         );
         Dovecot {
             imap_port: base,

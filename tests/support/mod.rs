@@ -14,8 +14,9 @@ pub mod hosts;
 pub mod mock;
 pub mod schema_cases;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -47,12 +48,11 @@ pub fn harness() -> &'static Harness {
 
 /// Start (or find running) the harness instance in `dir` on ports `base`..`base + 2`.
 pub fn start_harness(dir: &Path, base: u16) -> Harness {
-    let out = harness_script(dir, base, "start");
-    assert!(
-        out.status.success(),
-        "the Postfix harness did not start (needs root and Debian's postfix, sasl2-bin, libsasl2-modules; see .ci/run):\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let port = base.to_string();
+    start_script(
+        "postfix.sh",
+        &postfix_env(dir, &port),
+        "the Postfix harness did not start (needs root and Debian's postfix, sasl2-bin, libsasl2-modules; see .ci/run)",
     );
     Harness {
         plain_port: base,
@@ -62,22 +62,42 @@ pub fn start_harness(dir: &Path, base: u16) -> Harness {
     }
 }
 
-fn harness_script(dir: &Path, base: u16, command: &str) -> std::process::Output {
+fn postfix_env<'a>(dir: &'a Path, port: &'a str) -> [(&'static str, &'a OsStr); 2] {
+    [
+        ("HARNESS_DIR", dir.as_os_str()),
+        ("HARNESS_BASE_PORT", OsStr::new(port)),
+    ]
+}
+
+/// Run `tests/harness/{script} {command}` with `env` added to this process's.
+fn harness_script(script: &str, command: &str, env: &[(&str, &OsStr)]) -> Output {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     Command::new("bash")
-        .arg(root.join("tests/harness/postfix.sh"))
+        .arg(root.join("tests/harness").join(script))
         .arg(command)
-        .env("HARNESS_DIR", dir)
-        .env("HARNESS_BASE_PORT", base.to_string())
+        .envs(env.iter().copied())
         .output()
-        .expect("run tests/harness/postfix.sh")
+        .unwrap_or_else(|e| panic!("run tests/harness/{script}: {e}"))
+}
+
+/// Run `tests/harness/{script} start`; when it fails, panic with `failed` and the
+/// script's output.
+pub fn start_script(script: &str, env: &[(&str, &OsStr)], failed: &str) {
+    let out = harness_script(script, "start", env);
+    assert!(
+        out.status.success(),
+        "{failed}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Harness {
     /// Stop this instance and delete its directory and lock file (for a private
     /// instance only; a directory without the script's marker is never deleted).
     pub fn stop_and_remove(&self) {
-        let _ = harness_script(&self.dir, self.plain_port, "stop");
+        let port = self.plain_port.to_string();
+        let _ = harness_script("postfix.sh", "stop", &postfix_env(&self.dir, &port));
         if !self.dir.join(".smtp-relay-harness").is_file() {
             return;
         }
