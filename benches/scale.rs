@@ -286,17 +286,26 @@ struct ProcCpu {
     reaped: f64,
 }
 
-fn proc_cpu(pid: u32) -> Option<ProcCpu> {
+/// /proc/PID/stat of a live process: its command name, and the fields after the name
+/// (the state first). None once it is gone.
+fn proc_stat(pid: u32) -> Option<(String, Vec<String>)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start after ") ".
     let (head, rest) = stat.rsplit_once(") ")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((
+        head.split_once(" (").map_or("?", |(_, c)| c).to_string(),
+        rest.split_whitespace().map(str::to_string).collect(),
+    ))
+}
+
+fn proc_cpu(pid: u32) -> Option<ProcCpu> {
+    let (comm, f) = proc_stat(pid)?;
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime, stime, cutime, cstime are fields 14 to 17 of stat; 12 to 15 after the name.
     Some(ProcCpu {
-        comm: head.split_once(" (").map_or("?", |(_, c)| c).to_string(),
         own: (ticks(11) + ticks(12)) / 100.0,
         reaped: (ticks(13) + ticks(14)) / 100.0,
+        comm,
     })
 }
 

@@ -166,15 +166,7 @@ pub async fn apiserver_restart_row(client: &Client, envtest_dir: &Path, ns: &str
     // is gone, so the new process has the port.
     let stopped = Instant::now();
     // Gone, or a zombie nobody reaps (up.sh started it with setsid).
-    let gone = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                let (_, rest) = stat.rsplit_once(") ")?;
-                rest.split_whitespace().next().map(|state| state == "Z")
-            })
-            .unwrap_or(true)
-    };
+    let gone = || super::proc_stat(pid).is_none_or(|(_, f)| f.first().is_none_or(|s| s == "Z"));
     let _ = std::process::Command::new("kill")
         .arg(pid.to_string())
         .status();
